@@ -1,0 +1,148 @@
+"""Attention capture: a diffusers attention processor that computes the same output as the
+stock one while averaging the attention probabilities over heads into a per-resolution store.
+
+Stock processors (SDPA, xformers) never materialise the probabilities, so capture needs an
+explicit softmax (algorithms.md §1.6.1). Heads are processed one at a time and summed on the fly
+in fp32: holding every head of a 64x64 layer would cost 8 x 4096² x 4 B = 537 MB per image.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from contextlib import contextmanager
+from typing import Dict, Optional, Sequence
+
+import torch
+
+
+class AttentionStore:
+    """Running sums of head-averaged attention, per latent side, for every image of a batch.
+
+    Self-attention: side -> (B, N, N). Cross-attention: side -> (B, N, T) for the prompt's
+    content tokens only (``token_indices``); nothing is kept for cross-attention when None.
+    """
+
+    def __init__(self, token_indices: Optional[Sequence[int]] = None):
+        self.token_indices = list(token_indices) if token_indices else None
+        self._self_sum: Dict[int, torch.Tensor] = {}
+        self._cross_sum: Dict[int, torch.Tensor] = {}
+        self.self_layers: Counter = Counter()
+        self.cross_layers: Counter = Counter()
+
+    @staticmethod
+    def _accumulate(sums: Dict[int, torch.Tensor], side: int, value: torch.Tensor) -> None:
+        if side in sums:
+            sums[side].add_(value)
+        else:
+            sums[side] = value.clone()
+
+    def add(self, side: int, is_cross: bool, head_mean: torch.Tensor) -> None:
+        if is_cross:
+            self._accumulate(self._cross_sum, side, head_mean)
+            self.cross_layers[side] += 1
+        else:
+            self._accumulate(self._self_sum, side, head_mean)
+            self.self_layers[side] += 1
+
+    def self_attention(self) -> Dict[int, torch.Tensor]:
+        """side -> (B, N, N), averaged over the layers of that resolution (rows sum to 1)."""
+        return {side: total / self.self_layers[side] for side, total in self._self_sum.items()}
+
+    def cross_attention(self) -> Dict[int, torch.Tensor]:
+        """side -> (B, N, T) for the content tokens, averaged over the layers of that resolution."""
+        return {side: total / self.cross_layers[side] for side, total in self._cross_sum.items()}
+
+
+class CapturingAttnProcessor:
+    """Drop-in for diffusers' ``AttnProcessor2_0`` (same call signature and output) that records
+    head-averaged probabilities into an ``AttentionStore``."""
+
+    def __init__(self, store: AttentionStore):
+        self.store = store
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args, **kwargs):
+        residual = hidden_states
+        if attn.spatial_norm is not None:
+            hidden_states = attn.spatial_norm(hidden_states, temb)
+        input_ndim = hidden_states.ndim
+        if input_ndim == 4:
+            batch_size, channel, height, width = hidden_states.shape
+            hidden_states = hidden_states.view(batch_size, channel, height * width).transpose(1, 2)
+
+        is_cross = encoder_hidden_states is not None
+        batch_size, sequence_length, _ = (encoder_hidden_states if is_cross else hidden_states).shape
+        if attention_mask is not None:
+            attention_mask = attn.prepare_attention_mask(attention_mask, sequence_length, batch_size)
+            attention_mask = attention_mask.view(batch_size, attn.heads, -1, attention_mask.shape[-1])
+        if attn.group_norm is not None:
+            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+
+        query = attn.to_q(hidden_states)
+        if not is_cross:
+            encoder_hidden_states = hidden_states
+        elif attn.norm_cross:
+            encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
+        key = attn.to_k(encoder_hidden_states)
+        value = attn.to_v(encoder_hidden_states)
+
+        head_dim = key.shape[-1] // attn.heads
+        query = query.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
+        key = key.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
+        value = value.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
+        if attn.norm_q is not None:
+            query = attn.norm_q(query)
+        if attn.norm_k is not None:
+            key = attn.norm_k(key)
+
+        hidden_states, head_mean = self._attend(query, key, value, attention_mask, attn.scale, is_cross)
+        self._record(query.shape[2], is_cross, head_mean)
+
+        hidden_states = hidden_states.transpose(1, 2).reshape(batch_size, -1, attn.heads * head_dim).to(query.dtype)
+        hidden_states = attn.to_out[0](hidden_states)
+        hidden_states = attn.to_out[1](hidden_states)
+        if input_ndim == 4:
+            hidden_states = hidden_states.transpose(-1, -2).reshape(batch_size, channel, height, width)
+        if attn.residual_connection:
+            hidden_states = hidden_states + residual
+        return hidden_states / attn.rescale_output_factor
+
+    def _attend(self, query, key, value, attention_mask, scale, is_cross):
+        """Per-head softmax(QKᵀ·scale)·V in fp32; returns the output and the head-mean probabilities
+        (all columns for self-attention, the content-token columns for cross-attention)."""
+        heads = query.shape[1]
+        outputs = []
+        head_sum = None
+        columns = self.store.token_indices if is_cross else None
+        for head in range(heads):
+            scores = torch.matmul(query[:, head].float(), key[:, head].float().transpose(-1, -2)) * scale
+            if attention_mask is not None:
+                scores = scores + attention_mask[:, head].float()
+            probs = scores.softmax(dim=-1)
+            outputs.append(torch.matmul(probs, value[:, head].float()))
+            if is_cross and columns is None:
+                continue
+            kept = probs[..., columns] if is_cross else probs
+            head_sum = kept if head_sum is None else head_sum.add_(kept)
+        head_mean = head_sum / heads if head_sum is not None else None
+        return torch.stack(outputs, dim=1), head_mean
+
+    def _record(self, tokens: int, is_cross: bool, head_mean: Optional[torch.Tensor]) -> None:
+        if head_mean is None:
+            return
+        side = math.isqrt(tokens)
+        if side * side != tokens:
+            raise ValueError(f"attention over {tokens} tokens is not a square latent; capture needs square inputs")
+        self.store.add(side, is_cross, head_mean)
+
+
+@contextmanager
+def capture_attention(unet, store: AttentionStore):
+    """Install capturing processors on every attention layer of ``unet`` for one pass; the original
+    processors are restored afterwards, also when the pass raises."""
+    original = unet.attn_processors
+    unet.set_attn_processor(CapturingAttnProcessor(store))
+    try:
+        yield store
+    finally:
+        unet.set_attn_processor(original)
