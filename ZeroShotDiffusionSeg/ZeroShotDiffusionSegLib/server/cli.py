@@ -1,0 +1,109 @@
+"""``zsdseg serve``: load the model once, then serve jobs over HTTP with uvicorn."""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import logging
+from pathlib import Path
+from typing import Optional
+
+from ..errors import UserError
+
+log = logging.getLogger("zsdseg.server")
+
+DEFAULT_MODEL = "CompVis/stable-diffusion-v1-4"
+LOOPBACK_NAMES = ("localhost",)
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; anything else needs --token-file)")
+    parser.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
+    parser.add_argument("--token-file", type=Path, help="file with one token per line, or name:token; clients send 'Authorization: Bearer <token>'")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"hub id or local diffusers folder (default {DEFAULT_MODEL})")
+    parser.add_argument("--device", default="auto", help="cuda, cuda:1, cpu, mps or auto (default)")
+    parser.add_argument("--max-upload-mb", type=float, default=512.0, help="largest accepted upload in MB (default 512 = 512e6 bytes)")
+    parser.add_argument("--max-voxels", type=int, default=512 * 512 * 2048, help="largest accepted volume in voxels (default 512*512*2048)")
+    parser.add_argument("--result-ttl", type=float, default=3600.0, help="seconds a finished job's results are kept (default 3600)")
+    parser.add_argument("--workers", type=int, default=1, help="jobs run at once; each worker loads its own copy of the model (default 1)")
+    parser.add_argument("--max-queued", type=int, default=64, help="jobs that may wait in the queue (default 64)")
+    parser.add_argument("--work-dir", type=Path, help="parent of the server's private temporary directory (default: the system temp dir)")
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything, so it counts as public
+
+
+def check_bind(host: str, token_file: Optional[Path]) -> None:
+    if token_file is None and not is_loopback(host):
+        raise UserError(
+            f"refusing to listen on {host} without --token-file: anyone who can reach this machine could use "
+            "the GPU and read results; pass --token-file, or bind to 127.0.0.1 behind a reverse proxy"
+        )
+
+
+def build_executor(segmenter):
+    """What runs one job: ``run_volume`` with this segmenter, exactly as a local run does."""
+    from ..volume import run_volume
+
+    return functools.partial(run_volume, segmenter=segmenter)
+
+
+def engine_info_provider(segmenter, device: str):
+    provenance = segmenter.provenance()
+
+    def engine_info() -> dict:
+        return {
+            "model_id": segmenter.model_id,
+            "provenance": provenance,
+            "device": str(provenance.get("device", device)),
+            "gpu_memory": gpu_memory(str(provenance.get("device", device))),
+        }
+
+    return engine_info
+
+
+def gpu_memory(device: str) -> Optional[dict]:
+    if not device.startswith("cuda"):
+        return None
+    import torch
+
+    free, total = torch.cuda.mem_get_info(torch.device(device))
+    return {"free_bytes": int(free), "total_bytes": int(total)}
+
+
+def run(args) -> int:
+    check_bind(args.host, args.token_file)
+    if args.workers < 1 or args.max_queued < 1 or args.max_upload_mb <= 0 or args.result_ttl < 0:
+        raise UserError("--workers and --max-queued must be at least 1, --max-upload-mb positive, --result-ttl not negative")
+    from .auth import TokenStore
+
+    tokens = TokenStore.from_file(args.token_file) if args.token_file is not None else None
+
+    import uvicorn
+
+    from ..engine import DiffusionSegmenter, load_backbone
+    from .app import ServerSettings, create_app
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log.info("loading %s on %s (%d worker%s)", args.model, args.device, args.workers, "s" if args.workers > 1 else "")
+    # One model copy per worker: a segmenter's attention hooks hold per-run state, so two
+    # jobs must not share one at the same time.
+    segmenters = [DiffusionSegmenter(load_backbone(args.model, device=args.device)) for _ in range(args.workers)]
+    settings = ServerSettings(
+        tokens=tokens,
+        max_upload_bytes=int(args.max_upload_mb * 1e6),
+        max_voxels=args.max_voxels,
+        result_ttl_s=args.result_ttl,
+        max_queued=args.max_queued,
+        work_parent=args.work_dir,
+    )
+    app = create_app(settings, [build_executor(s) for s in segmenters], engine_info_provider(segmenters[0], args.device))
+    log.info("serving on http://%s:%d (%s)", args.host, args.port, "token required" if tokens else "no token: loopback only")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info", server_header=False)
+    return 0

@@ -1,0 +1,77 @@
+"""What client and server agree on: protocol version, result names, upload formats and
+the JSON form of a ``VolumeRequest``.
+
+No FastAPI or pydantic here, so the client side -- the CLI and the Slicer module's
+remote runner -- needs nothing beyond the library and httpx.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Optional
+
+from ..errors import UserError
+from ..runners.protocol import request_from_dict  # the worker's decoder: one inverse of to_dict()
+from ..volume.outputs import OUTPUT_NAMES
+from ..volume.request import VolumeRequest
+
+# MAJOR.MINOR. A client and a server work together when MAJOR is equal; MINOR grows
+# with backwards-compatible additions (a new optional field, a new endpoint).
+PROTOCOL_VERSION = "1.0"
+PROTOCOL_HEADER = "X-ZSDSeg-Protocol"
+
+# Job states, in the order a job may pass through them.
+QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
+JOB_STATES = (QUEUED, RUNNING, DONE, FAILED, CANCELLED)
+TERMINAL_STATES = (DONE, FAILED, CANCELLED)
+
+# Result name (URL segment, and key of VolumeResult.files) -> file name in the job's output.
+RESULT_FILES = OUTPUT_NAMES
+
+# Upload formats the server accepts: the single-file ones of volume.io.VOLUME_SUFFIXES
+# (a detached .nhdr/.mhd header needs a second file). Only this suffix of the client's file name is ever
+# used on the server; the name itself never touches the server's filesystem.
+UPLOAD_EXTENSIONS = (".nii.gz", ".nrrd", ".nii", ".mha")
+
+
+def protocol_major(version: str) -> int:
+    try:
+        return int(str(version).split(".")[0])
+    except ValueError:
+        raise UserError(f"malformed protocol version {version!r}") from None
+
+
+def is_compatible(version: str) -> bool:
+    return protocol_major(version) == protocol_major(PROTOCOL_VERSION)
+
+
+def upload_extension(filename: Optional[str]) -> str:
+    """The allow-listed extension of an uploaded file's name, or a UserError."""
+    lowered = (filename or "").lower()
+    for extension in UPLOAD_EXTENSIONS:
+        if lowered.endswith(extension):
+            return extension
+    raise UserError(
+        f"unsupported volume file type {lowered.rsplit('/', 1)[-1][-40:]!r}: "
+        f"the server accepts {', '.join(UPLOAD_EXTENSIONS)} (NRRD may be gzip-encoded)"
+    )
+
+
+def request_to_json(request: VolumeRequest) -> str:
+    return json.dumps(request.to_dict(), sort_keys=True)
+
+
+def request_from_json(text: str) -> VolumeRequest:
+    """A VolumeRequest from the JSON a client sent; any malformed value is a UserError (a 400)."""
+    try:
+        data = json.loads(text) if text and text.strip() else {}
+    except json.JSONDecodeError as error:
+        raise UserError(f"the request field is not valid JSON: {error.msg} at character {error.pos}") from None
+    if not isinstance(data, dict):
+        raise UserError("the request field must be a JSON object")
+    try:
+        return request_from_dict(data)
+    except UserError:
+        raise
+    except (TypeError, ValueError, AttributeError) as error:
+        raise UserError(f"malformed request: {error}") from None
