@@ -1,0 +1,94 @@
+"""The worker's wire format: one JSON object per line, requests on stdin, events on stdout.
+
+Request:  {"id": str, "input": path, "out_dir": path, "request": VolumeRequest.to_dict()}
+Events:   {"event": "ready", "model", "device"}
+          {"event": "progress", "id", "stage", "fraction", "eta_s", "message"}
+          {"event": "done", "id", "files": {name: path}, "lesions": [...], "messages": [...]}
+          {"event": "error", "id" (absent when fatal at start-up), "message", "fatal": bool}
+
+Both ends import this file, so the runner and the worker cannot disagree on it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Optional, Tuple
+
+from ..engine.types import SegmentationParams
+from ..errors import UserError
+from ..progress import ProgressEvent
+from ..volume.request import VolumeRequest, VolumeResult
+from .base import RunnerEvent
+
+
+def request_from_dict(data: dict) -> VolumeRequest:
+    """Inverse of ``VolumeRequest.to_dict()`` (JSON turned its tuples into lists)."""
+    known = set(VolumeRequest.__dataclass_fields__)
+    unknown = set(data) - known
+    if unknown:
+        raise UserError(f"request has unknown fields {sorted(unknown)}: engine and panel versions differ")
+    values = dict(data)
+    if "params" in values and isinstance(values["params"], dict):
+        values["params"] = SegmentationParams(**values["params"])
+    if "seeds" in values:
+        values["seeds"] = [tuple(float(c) for c in seed) for seed in values["seeds"] or []]
+    for name, cast in (("roi_physical", float), ("roi_voxels", int)):
+        if values.get(name) is not None:
+            values[name] = tuple(tuple(cast(c) for c in corner) for corner in values[name])
+    return VolumeRequest(**values)
+
+
+def encode_job(job_id: str, input_path: str, out_dir: str, request: VolumeRequest) -> str:
+    return json.dumps({"id": job_id, "input": str(input_path), "out_dir": str(out_dir),
+                       "request": request.to_dict()})
+
+
+def decode_job(line: str) -> Tuple[str, str, str, VolumeRequest]:
+    try:
+        data = json.loads(line)
+        return str(data["id"]), data["input"], data["out_dir"], request_from_dict(data.get("request") or {})
+    except (ValueError, KeyError, TypeError) as error:
+        raise UserError(f"malformed request line: {error}") from error
+
+
+def ready_line(model: str, device: str) -> str:
+    return json.dumps({"event": "ready", "model": model, "device": device})
+
+
+def progress_line(job_id: Optional[str], event: ProgressEvent) -> str:
+    data = json.loads(event.to_json())
+    data["id"] = job_id
+    return json.dumps(data)
+
+
+def done_line(job_id: str, result: VolumeResult) -> str:
+    return json.dumps({"event": "done", "id": job_id,
+                       "files": {name: str(path) for name, path in result.files.items()},
+                       "lesions": result.lesions, "messages": list(result.messages)}, default=str)
+
+
+def error_line(job_id: Optional[str], message: str, fatal: bool = False) -> str:
+    return json.dumps({"event": "error", "id": job_id, "message": message, "fatal": fatal})
+
+
+def event_from_line(line: str) -> Optional[RunnerEvent]:
+    """A RunnerEvent from one stdout line, or None when the line is not protocol JSON."""
+    line = line.strip()
+    if not line.startswith("{"):
+        return None
+    try:
+        data = json.loads(line)
+    except ValueError:
+        return None
+    kind = data.get("event") if isinstance(data, dict) else None
+    if kind == "ready":
+        return RunnerEvent("ready", info={k: v for k, v in data.items() if k != "event"})
+    if kind == "progress":
+        return RunnerEvent("progress", data.get("id"), stage=data.get("stage", ""),
+                           fraction=data.get("fraction"), eta_s=data.get("eta_s"), message=data.get("message", ""))
+    if kind == "done":
+        return RunnerEvent("done", data.get("id"), files=dict(data.get("files") or {}),
+                           lesions=list(data.get("lesions") or []), messages=list(data.get("messages") or []))
+    if kind == "error":
+        return RunnerEvent("error", data.get("id"), message=str(data.get("message", "")), fatal=bool(data.get("fatal")))
+    return None

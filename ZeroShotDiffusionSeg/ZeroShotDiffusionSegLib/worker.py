@@ -1,0 +1,148 @@
+"""``zsdseg worker``: the warm engine process behind the Slicer panel.
+
+Loads the model once, announces ``ready``, then serves one job per stdin line until
+stdin closes (Slicer quit or the runner shut it down). The wire format is in
+``runners/protocol.py``. stdout carries protocol lines only: the real stdout is kept
+for them and everything else (library prints, warnings, tqdm, C-level output) goes to
+stderr, which the runner shows as the log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from typing import Callable, Optional, TextIO, Tuple
+
+from .errors import Cancelled, UserError
+from .progress import ProgressEvent
+from .runners.protocol import decode_job, done_line, error_line, progress_line, ready_line
+
+DEFAULT_MODEL = "CompVis/stable-diffusion-v1-4"
+
+# (model, device, dtype) -> (segmenter, device description); replaced by tests with a stand-in.
+Loader = Callable[[str, str, Optional[str]], Tuple[object, str]]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=DEFAULT_MODEL,
+                        help="hub id or local diffusers folder (a local folder works offline)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    parser.add_argument("--dtype", default=None, help="float16 or float32 (default: fp16 on CUDA, else fp32)")
+
+
+def resolve_device(requested: str) -> str:
+    """'auto' -> cuda when PyTorch sees a GPU, else cpu; an explicit GPU that is missing is an error."""
+    import torch
+
+    requested = "cuda" if requested == "gpu" else requested
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("CUDA is not available: PyTorch sees no GPU (choose device CPU, or reinstall PyTorch "
+                        "for your driver in the PyTorch Utils module)")
+    return requested
+
+
+def describe_device(device: str) -> str:
+    if not device.startswith("cuda"):
+        return device
+    import torch
+
+    index = torch.device(device).index or 0
+    properties = torch.cuda.get_device_properties(index)
+    return f"{device} ({properties.name}, {properties.total_memory / 2**30:.0f} GB)"
+
+
+def load_engine(model: str, device: str, dtype: Optional[str]):
+    from .engine import DiffusionSegmenter, load_backbone
+
+    device = resolve_device(device)
+    segmenter = DiffusionSegmenter(load_backbone(model, device=device, dtype=dtype))
+    return segmenter, describe_device(device)
+
+
+def _claim_stdout() -> TextIO:
+    """Keep the real stdout for protocol lines; send every other write on fd 1 to stderr."""
+    sys.stdout.flush()
+    protocol_fd = os.dup(1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return os.fdopen(protocol_fd, "w", encoding="utf-8", buffering=1)
+
+
+def _job_failure_message(error: BaseException) -> str:
+    if isinstance(error, UserError):
+        return str(error)
+    if isinstance(error, MemoryError) or "out of memory" in str(error).lower():
+        return f"out of memory: {str(error).splitlines()[0] if str(error) else 'MemoryError'}"
+    return f"{type(error).__name__}: {error}"
+
+
+def _free_accelerator_memory() -> None:
+    if "torch" in sys.modules:
+        torch = sys.modules["torch"]
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def serve(args: argparse.Namespace, load: Loader = load_engine, run_volume: Optional[Callable] = None,
+          requests: Optional[TextIO] = None, out: Optional[TextIO] = None) -> int:
+    """The worker loop with its engine and pipeline injectable (tests pass stand-ins)."""
+    out = out or _claim_stdout()
+    requests = requests or sys.stdin
+
+    def emit(line: str) -> None:
+        out.write(line + "\n")
+        out.flush()
+
+    if run_volume is None:
+        from .volume import run_volume
+    emit(progress_line(None, ProgressEvent("loading model", 0.0, None, args.model)))
+    try:
+        segmenter, device = load(args.model, args.device, args.dtype)
+    except UserError as error:  # ModelLoadError included: already one clear line
+        emit(error_line(None, str(error), fatal=True))
+        return 2
+    except Exception as error:
+        traceback.print_exc()
+        emit(error_line(None, f"the model could not be loaded: {_job_failure_message(error)}", fatal=True))
+        return 3
+    emit(ready_line(args.model, device))
+
+    for line in requests:
+        if not line.strip():
+            continue
+        try:
+            job_id, input_path, out_dir, request = decode_job(line)
+        except UserError as error:
+            emit(error_line(None, str(error)))
+            continue
+        print(f"job {job_id}: {input_path} -> {out_dir}", file=sys.stderr, flush=True)
+        try:
+            result = run_volume(input_path, out_dir, segmenter, request,
+                                progress=lambda event, job_id=job_id: emit(progress_line(job_id, event)))
+            emit(done_line(job_id, result))
+        except Cancelled:
+            emit(error_line(job_id, "cancelled"))
+        except Exception as error:
+            if not isinstance(error, UserError):
+                traceback.print_exc()
+            _free_accelerator_memory()
+            emit(error_line(job_id, _job_failure_message(error)))
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    return serve(args)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="zsdseg worker", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
