@@ -1,0 +1,138 @@
+"""Reading and writing volumes with SimpleITK, and refusing the ones we cannot segment.
+
+Everything here works in ITK's LPS physical space. An output image is always made with
+``image_like``, which copies the input's origin, spacing and direction (CopyInformation),
+so a mask can never land on other voxels than the ones it was computed from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+import SimpleITK as sitk
+
+from ..errors import UserError
+
+PathLike = Union[str, Path]
+
+# File name endings SimpleITK reads as (possibly) 3-D images; a folder is read as a DICOM series.
+VOLUME_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
+
+
+def has_volume_suffix(path: PathLike) -> bool:
+    name = str(path).lower()
+    return any(name.endswith(suffix) for suffix in VOLUME_SUFFIXES)
+
+
+def _itk_reason(error: Exception) -> str:
+    """The one informative line of an ITK exception (its first lines are the C++ source location)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    for line in lines:
+        if "ITK ERROR" in line or "ERROR:" in line:
+            return line.split(":", 2)[-1].strip() if line.startswith("ITK ERROR") else line
+    return lines[-1] if lines else type(error).__name__
+
+
+def _read_dicom_folder(folder: Path) -> sitk.Image:
+    reader = sitk.ImageSeriesReader()
+    series_ids = reader.GetGDCMSeriesIDs(str(folder))
+    if not series_ids:
+        raise UserError(f"{folder} is a folder without a DICOM series; give a volume file or a folder of one DICOM series")
+    if len(series_ids) > 1:
+        raise UserError(
+            f"{folder} holds {len(series_ids)} DICOM series ({', '.join(series_ids)}); give a folder with exactly one series"
+        )
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder), series_ids[0]))
+    return reader.Execute()
+
+
+def read_volume(path: PathLike) -> sitk.Image:
+    """Read a 3-D scalar volume (NRRD, NIfTI, MHA/MHD, or a folder with one DICOM series) and validate it."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"input not found: {path}")
+    try:
+        image = _read_dicom_folder(path) if path.is_dir() else sitk.ReadImage(str(path))
+    except UserError:
+        raise
+    except RuntimeError as error:
+        reason = _itk_reason(error)
+        if "spacing" in reason.lower():
+            raise UserError(f"{path} has invalid voxel spacing ({reason}); every spacing must be positive") from None
+        raise UserError(f"{path} is not a readable image ({reason})") from None
+    validate_volume(image, str(path))
+    return image
+
+
+def validate_volume(image: sitk.Image, name: str = "input") -> None:
+    """Refuse what the slice-wise pipeline cannot handle, each with one actionable line."""
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise UserError(
+            f"{name} is a vector/colour image with {image.GetNumberOfComponentsPerPixel()} components per voxel; "
+            "give a scalar (grey-value) volume"
+        )
+    dimension = image.GetDimension()
+    if dimension == 4:
+        raise UserError(f"{name} is a 4-D image (size {image.GetSize()}); extract one 3-D volume (one time point) first")
+    if dimension != 3:
+        raise UserError(f"{name} is a {dimension}-D image; the volume pipeline needs a 3-D volume")
+    if min(image.GetSize()) < 1 or int(np.prod(image.GetSize())) == 0:
+        raise UserError(f"{name} is empty (size {image.GetSize()})")
+    if min(image.GetSpacing()) <= 0:
+        raise UserError(f"{name} has zero or negative voxel spacing {image.GetSpacing()}; every spacing must be positive")
+    array = sitk.GetArrayViewFromImage(image)
+    if np.iscomplexobj(array):
+        raise UserError(f"{name} has complex-valued voxels; give a real-valued volume")
+    if array.dtype.kind == "f":
+        bad = int(np.count_nonzero(~np.isfinite(array)))
+        if bad:
+            raise UserError(f"{name} contains {bad} NaN or infinite voxel values; fix or mask them first")
+    low, high = array.min(), array.max()
+    if low == high:
+        raise UserError(f"{name} is constant (every voxel is {low}); there is nothing to segment")
+
+
+def volume_array(image: sitk.Image) -> np.ndarray:
+    """The voxels as float32 in numpy's (k, j, i) order, a copy the pipeline may modify."""
+    return sitk.GetArrayFromImage(image).astype(np.float32, copy=False)
+
+
+def image_like(array: np.ndarray, reference: sitk.Image) -> sitk.Image:
+    """The inverse of ``volume_array``: a (k, j, i) array back into an image on the reference's exact grid."""
+    if tuple(array.shape[::-1]) != tuple(reference.GetSize()):
+        raise ValueError(f"array shape {array.shape} does not match the reference size {reference.GetSize()} (i, j, k)")
+    image = sitk.GetImageFromArray(array)
+    image.CopyInformation(reference)
+    return image
+
+
+def write_image(image: sitk.Image, path: PathLike) -> None:
+    # gzip NRRD: small, loads in Slicer, and ITK writes it byte-identically run after run.
+    sitk.WriteImage(image, str(path), True)
+
+
+def _hash_into(digest, file: Path) -> None:
+    with open(file, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+
+
+def input_sha256(path: PathLike) -> str:
+    """Checksum of the input: the file (with its data file, for a detached .mhd/.nhdr header), or for a DICOM
+    folder every file in name order, names included."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    if path.is_dir():
+        for file in sorted(p for p in path.rglob("*") if p.is_file()):
+            digest.update(str(file.relative_to(path)).encode() + b"\0")
+            _hash_into(digest, file)
+        return digest.hexdigest()
+    _hash_into(digest, path)
+    if path.suffix.lower() in (".mhd", ".nhdr"):
+        for data_file in sorted(path.parent.glob(path.stem + ".*")):
+            if data_file.suffix.lower() in (".raw", ".zraw", ".gz", ".img"):
+                _hash_into(digest, data_file)
+    return digest.hexdigest()
