@@ -85,6 +85,8 @@ def symmetric_kl(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
 def _merge_anchors(aggregated: torch.Tensor, anchors: torch.Tensor, threshold: float) -> torch.Tensor:
     """Iteration 1: each anchor becomes the mean of every pixel's map within KL threshold of it."""
     close = (symmetric_kl(aggregated[anchors], aggregated) < threshold).float()
+    # D(a, a) = 0 < tau in exact arithmetic; fp32 round-off must not leave an anchor without itself.
+    close[torch.arange(len(anchors), device=close.device), anchors] = 1.0
     return (close @ aggregated) / close.sum(1, keepdim=True)
 
 

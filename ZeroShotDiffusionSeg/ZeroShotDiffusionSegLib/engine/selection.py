@@ -55,12 +55,13 @@ def select_by_prompt(labels: np.ndarray, scores: np.ndarray, threshold: float) -
     return score_map, soft, soft >= threshold
 
 
-def select_by_seeds(labels: np.ndarray, seeds: Sequence[Tuple[int, int]]) -> np.ndarray:
-    """Union of the segments under the seed pixels (x = column, y = row)."""
-    height, width = labels.shape
-    chosen = []
+def validate_seeds(seeds: Sequence[Tuple[int, int]], width: int, height: int) -> None:
     for x, y in seeds:
         if not (0 <= x < width and 0 <= y < height):
             raise UserError(f"seed ({x},{y}) is outside the image ({width}x{height} pixels; x is the column, y the row)")
-        chosen.append(labels[int(y), int(x)])
-    return np.isin(labels, chosen)
+
+
+def select_by_seeds(labels: np.ndarray, seeds: Sequence[Tuple[int, int]]) -> np.ndarray:
+    """Union of the segments under the seed pixels (x = column, y = row)."""
+    validate_seeds(seeds, labels.shape[1], labels.shape[0])
+    return np.isin(labels, [labels[int(y), int(x)] for x, y in seeds])

@@ -1,0 +1,70 @@
+"""2-D image files (PNG, JPEG, BMP, TIFF) in and out, with Pillow."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .errors import UserError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+def read_image(path) -> np.ndarray:
+    """(H, W) grayscale or (H, W, 3) RGB float32 in [0, 1]; 16-bit and float images are scaled, alpha dropped."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"no such file: {path}")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            mode = image.mode
+            if mode in ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV", "RGBA", "LA", "1"):
+                image = image.convert("L" if mode in ("LA", "1") else "RGB")
+            array = np.asarray(image)
+    except (UnidentifiedImageError, OSError) as error:
+        raise UserError(f"{path} is not an image that can be read (PNG, JPEG, BMP, TIFF): {error}") from None
+    if array.ndim not in (2, 3) or array.size == 0:
+        raise UserError(f"{path} has an unsupported shape {array.shape}")
+    if np.issubdtype(array.dtype, np.integer):
+        return (array.astype(np.float32) / float(np.iinfo(array.dtype).max)).astype(np.float32)
+    array = array.astype(np.float32)
+    if not np.isfinite(array).all():
+        raise UserError(f"{path} contains NaN or infinite values")
+    low, high = float(array.min()), float(array.max())
+    return (array - low) / (high - low) if high > low else np.zeros_like(array)
+
+
+def write_png(path, array: np.ndarray) -> None:
+    """Write atomically (temporary file + rename), so an interrupted run never leaves half a PNG."""
+    from PIL import Image
+
+    path = Path(path)
+    if not path.parent.exists():
+        raise UserError(f"output folder does not exist: {path.parent}")
+    handle, temporary = tempfile.mkstemp(suffix=".png", dir=path.parent)
+    os.close(handle)
+    try:
+        Image.fromarray(array).save(temporary, format="PNG")
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def mask_to_png(mask: np.ndarray) -> np.ndarray:
+    return np.where(mask, 255, 0).astype(np.uint8)
+
+
+def soft_to_png(soft: np.ndarray) -> np.ndarray:
+    return np.round(np.clip(soft, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def labels_to_png(labels: np.ndarray) -> np.ndarray:
+    """Segment ids as pixel values (uint8 when they fit, else uint16), so programs can read them back."""
+    return labels.astype(np.uint8 if labels.max() < 256 else np.uint16)
