@@ -157,7 +157,8 @@ def _load_components(folder: Path, model: str, dtype: torch.dtype) -> tuple:
 
     missing = [c for c in COMPONENTS if not (folder / c).is_dir()]
     if missing:
-        raise ModelLoadError(f"'{folder}' is not a complete diffusers Stable Diffusion folder: missing {', '.join(c + "/" for c in missing)}")
+        listed = ", ".join(name + "/" for name in missing)
+        raise ModelLoadError(f"'{folder}' is not a complete diffusers Stable Diffusion folder: missing {listed}")
     weight_files = {c: _weight_file(folder, c, model) for c in WEIGHT_COMPONENTS}
     variant = {c: ("fp16" if ".fp16." in weight_files[c].name else None) for c in WEIGHT_COMPONENTS}
     try:
