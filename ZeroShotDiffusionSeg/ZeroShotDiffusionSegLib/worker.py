@@ -19,7 +19,7 @@ from .errors import Cancelled, UserError
 from .progress import ProgressEvent
 from .runners.protocol import decode_job, done_line, error_line, progress_line, ready_line
 
-DEFAULT_MODEL = "CompVis/stable-diffusion-v1-4"
+DEFAULT_MODEL = "CompVis/stable-diffusion-v1-4"  # engine.DEFAULT_MODEL; not imported, it would load torch
 
 # (model, device, dtype) -> (segmenter, device description); replaced by tests with a stand-in.
 Loader = Callable[[str, str, Optional[str]], Tuple[object, str]]
@@ -32,35 +32,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", default=None, help="float16 or float32 (default: fp16 on CUDA, else fp32)")
 
 
-def resolve_device(requested: str) -> str:
-    """'auto' -> cuda when PyTorch sees a GPU, else cpu; an explicit GPU that is missing is an error."""
+def describe_device(device) -> str:
+    """'cpu', or 'cuda:0 (NVIDIA H100, 79 GB)': what the panel shows once the worker is ready."""
+    if getattr(device, "type", str(device)) != "cuda":
+        return str(device)
     import torch
 
-    requested = "cuda" if requested == "gpu" else requested
-    if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if requested.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError("CUDA is not available: PyTorch sees no GPU (choose device CPU, or reinstall PyTorch "
-                        "for your driver in the PyTorch Utils module)")
-    return requested
-
-
-def describe_device(device: str) -> str:
-    if not device.startswith("cuda"):
-        return device
-    import torch
-
-    index = torch.device(device).index or 0
-    properties = torch.cuda.get_device_properties(index)
+    properties = torch.cuda.get_device_properties(device)
     return f"{device} ({properties.name}, {properties.total_memory / 2**30:.0f} GB)"
 
 
 def load_engine(model: str, device: str, dtype: Optional[str]):
     from .engine import DiffusionSegmenter, load_backbone
 
-    device = resolve_device(device)
-    segmenter = DiffusionSegmenter(load_backbone(model, device=device, dtype=dtype))
-    return segmenter, describe_device(device)
+    backbone = load_backbone(model, device=device, dtype=dtype)  # resolves "auto", refuses a missing GPU
+    return DiffusionSegmenter(backbone), describe_device(backbone.device)
 
 
 def _claim_stdout() -> TextIO:
