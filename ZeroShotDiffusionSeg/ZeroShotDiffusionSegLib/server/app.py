@@ -106,6 +106,7 @@ def create_app(settings: ServerSettings, executors: Sequence[Executor], engine_i
             queue_position=jobs.queue_position(job),
             error=job.error,
             messages=job.messages,
+            lesions=job.lesions if job.state == DONE else [],
             results=sorted(name for name in job.results if name in RESULT_FILES) if job.state == DONE else [],
             created_at=job.created_at,
             started_at=job.started_at,

@@ -23,8 +23,8 @@ import httpx
 
 from .. import __version__
 from ..errors import Cancelled, UserError
-from ..progress import ProgressCallback, ProgressEvent
-from ..volume.request import VolumeRequest
+from ..progress import ProgressCallback, ProgressEvent, check_cancel
+from ..volume.request import VolumeRequest, VolumeResult
 from .protocol import (
     PROTOCOL_HEADER,
     PROTOCOL_VERSION,
@@ -131,8 +131,10 @@ class ServerClient:
         self.server_info = self.info()
         return self.server_info
 
-    def submit(self, volume_path, request: VolumeRequest, upload_progress: Optional[ByteProgress] = None) -> dict:
-        """Uploads a volume and queues a job; returns the job's status (its ``id`` names it)."""
+    def submit(self, volume_path, request: VolumeRequest, upload_progress: Optional[ByteProgress] = None,
+               cancel: Optional[threading.Event] = None) -> dict:
+        """Uploads a volume and queues a job; returns the job's status (its ``id`` names it).
+        Setting ``cancel`` during the upload stops it (Cancelled) before a job exists."""
         volume_path = Path(volume_path)
         extension = upload_extension(volume_path.name)
         try:
@@ -143,7 +145,7 @@ class ServerClient:
         if limit is not None and size > limit:
             raise UserError(f"{volume_path.name} is {size / 1e6:.1f} MB; the server accepts at most {limit / 1e6:.1f} MB")
         with open(volume_path, "rb") as handle:
-            reader = _ProgressReader(handle, size, upload_progress)
+            reader = _ProgressReader(handle, size, upload_progress, cancel)
             files = {"volume": (f"volume{extension}", reader, "application/octet-stream")}
             data = {"request": request_to_json(request)}
             # Only a refused connection is retried: a repeated upload could queue the job twice.
@@ -186,7 +188,8 @@ class ServerClient:
             progress(_event_of(status))
         return status
 
-    def download(self, job_id: str, name: str, destination, download_progress: Optional[ByteProgress] = None) -> Path:
+    def download(self, job_id: str, name: str, destination, download_progress: Optional[ByteProgress] = None,
+                 cancel: Optional[threading.Event] = None) -> Path:
         """Streams one result to ``destination`` (written whole or not at all)."""
         destination = Path(destination)
         destination.parent.mkdir(parents=True, exist_ok=True)
@@ -195,7 +198,7 @@ class ServerClient:
             descriptor, partial = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".part", dir=destination.parent)
             try:
                 with os.fdopen(descriptor, "wb") as target:
-                    self._stream_to(f"/jobs/{job_id}/results/{name}", target, download_progress)
+                    self._stream_to(f"/jobs/{job_id}/results/{name}", target, download_progress, cancel)
                 os.replace(partial, destination)
                 return destination
             except MAYBE_SENT_ERRORS + NOT_SENT_ERRORS as error:
@@ -207,7 +210,7 @@ class ServerClient:
             time.sleep(min(self.backoff_s * 2**attempt, 10.0))
             attempt += 1
 
-    def _stream_to(self, path: str, target, download_progress: Optional[ByteProgress]) -> None:
+    def _stream_to(self, path: str, target, download_progress: Optional[ByteProgress], cancel) -> None:
         with self._http.stream("GET", path) as response:
             if response.status_code != 200:
                 response.read()
@@ -215,14 +218,16 @@ class ServerClient:
             total = int(response.headers["Content-Length"]) if "Content-Length" in response.headers else None
             done = 0
             for chunk in response.iter_bytes(1024 * 1024):
+                check_cancel(cancel)
                 target.write(chunk)
                 done += len(chunk)
                 if download_progress is not None:
                     download_progress(done, total)
 
-    def download_results(self, job_id: str, out_dir, names: Iterable[str] = tuple(RESULT_FILES), download_progress=None) -> Dict[str, Path]:
+    def download_results(self, job_id: str, out_dir, names: Iterable[str] = tuple(RESULT_FILES), download_progress=None,
+                         cancel: Optional[threading.Event] = None) -> Dict[str, Path]:
         out_dir = Path(out_dir)
-        return {name: self.download(job_id, name, out_dir / RESULT_FILES[name], download_progress) for name in names}
+        return {name: self.download(job_id, name, out_dir / RESULT_FILES[name], download_progress, cancel) for name in names}
 
 
 def run_remote_job(
@@ -234,9 +239,10 @@ def run_remote_job(
     cancel: Optional[threading.Event] = None,
     keep_on_server: bool = False,
     poll_s: float = 1.0,
-) -> Dict[str, Path]:
+) -> VolumeResult:
     """Upload, wait, download, delete: the remote equivalent of ``run_volume``, writing the
-    same four files into ``out_dir``. Progress stages: ``upload``, the server's stages, ``download``."""
+    same four files into ``out_dir`` and answering the same VolumeResult (timings: upload_s,
+    queued_s, server_s, download_s). Progress stages: ``upload``, the server's, ``download``."""
     if client.server_info is None:
         client.handshake()
 
@@ -245,7 +251,9 @@ def run_remote_job(
             return None
         return lambda done, total: progress(ProgressEvent(stage, done / total if total else 0.0, None, f"{done / 1e6:.1f} MB"))
 
-    status = client.submit(volume_path, request, upload_progress=bytes_progress("upload"))
+    started = time.perf_counter()
+    status = client.submit(volume_path, request, upload_progress=bytes_progress("upload"), cancel=cancel)
+    uploaded = time.perf_counter()
     job_id = status["id"]
     try:
         status = client.wait(job_id, progress=progress, cancel=cancel, poll_s=poll_s)
@@ -253,13 +261,23 @@ def run_remote_job(
             raise Cancelled("cancelled on the server")
         if status["state"] != DONE:
             raise UserError(f"the server could not segment {Path(volume_path).name}: {status.get('error') or status['state']}")
-        return client.download_results(job_id, out_dir, status["results"], download_progress=bytes_progress("download"))
+        finished = time.perf_counter()
+        files = client.download_results(job_id, out_dir, status["results"], bytes_progress("download"), cancel)
     finally:
         if not keep_on_server:
             try:
                 client.delete(job_id)
             except UserError:
                 pass  # it expires on the server anyway; the user's result (or error) matters more
+    timings = {
+        "upload_s": uploaded - started,
+        "queued_s": (status["started_at"] or status["created_at"]) - status["created_at"],
+        "server_s": (status["finished_at"] or 0.0) - (status["started_at"] or 0.0),
+        "download_s": time.perf_counter() - finished,
+        "total_s": time.perf_counter() - started,
+    }
+    return VolumeResult(out_dir=Path(out_dir), files=files, lesions=status.get("lesions", []), timings=timings,
+                        messages=list(status.get("messages", [])))
 
 
 def _event_of(status: dict) -> ProgressEvent:
@@ -291,10 +309,11 @@ def _error_for(response: httpx.Response, base_url: str) -> UserError:
 class _ProgressReader:
     """A read-only file wrapper that reports how much httpx has read for the upload."""
 
-    def __init__(self, handle, total: int, callback: Optional[ByteProgress]):
-        self._handle, self._total, self._callback, self._done = handle, total, callback, 0
+    def __init__(self, handle, total: int, callback: Optional[ByteProgress], cancel: Optional[threading.Event]):
+        self._handle, self._total, self._callback, self._cancel, self._done = handle, total, callback, cancel, 0
 
     def read(self, size: int = -1) -> bytes:
+        check_cancel(self._cancel)
         chunk = self._handle.read(size)
         self._done += len(chunk)
         if self._callback is not None and chunk:

@@ -10,6 +10,7 @@ Deleting a job removes its record at once and its files as soon as no worker use
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 import shutil
@@ -49,6 +50,7 @@ class Job:
     eta_s: Optional[float] = None
     error: Optional[str] = None
     messages: List[str] = field(default_factory=list)
+    lesions: List[dict] = field(default_factory=list)
     results: Dict[str, Path] = field(default_factory=dict)
     created_at: float = field(default_factory=time.time)
     started_at: Optional[float] = None
@@ -210,6 +212,7 @@ class JobManager:
             if result is not None:
                 job.results = {name: Path(path) for name, path in result.files.items()}
                 job.messages = list(result.messages)
+                job.lesions = _plain_json(result.lesions)
             self._finish(job, outcome, stage=outcome, error=error)
             remove_all = job.deleted or outcome != DONE
         # The upload is never kept past its job; outputs only when there is something to fetch.
@@ -250,6 +253,11 @@ class JobManager:
         interval = min(max(self.result_ttl_s / 4, 0.05), 30.0)
         while not self._stopped.wait(interval):
             self.remove_expired()
+
+
+def _plain_json(rows: List[dict]) -> List[dict]:
+    """Rows with numpy scalars turned into JSON numbers, so the status answer can carry them."""
+    return json.loads(json.dumps(rows, default=lambda value: value.item() if hasattr(value, "item") else str(value)))
 
 
 def _remove(path: Path) -> None:

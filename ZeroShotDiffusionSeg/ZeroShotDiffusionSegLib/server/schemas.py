@@ -49,7 +49,8 @@ class JobStatus(BaseModel):
     eta_s: Optional[float] = None
     queue_position: Optional[int] = Field(None, description="1 = next to start; null once started")
     error: Optional[str] = None
-    messages: List[str] = []
+    messages: List[str] = Field([], description="what the pipeline chose or skipped, for the user")
+    lesions: List[dict] = Field([], description="rows of lesions.csv with their JSON types (state 'done')")
     results: List[ResultName] = Field([], description="results ready to fetch (state 'done')")
     created_at: float
     started_at: Optional[float] = None
