@@ -6,7 +6,8 @@ import pytest
 
 from ZeroShotDiffusionSegLib.slicer.setup_state import (
     PIP_FAILURE_HINT, EngineSetup, SetupHooks, SetupState, licence_for_model, missing_requirements,
-    parse_requirements, read_requirements_file, requirement_name, without_torch, worker_environment)
+    parse_requirements, read_requirements_file, requirement_name, requirements_for_engine, without_torch,
+    worker_environment)
 
 REQUIREMENTS_FILE = Path(__file__).resolve().parents[2] / "Resources" / "requirements.txt"
 
@@ -158,3 +159,14 @@ def test_shipped_requirements_leave_torch_to_the_pytorch_extension():
     names = {requirement_name(r) for r in requirements}
     assert {"diffusers", "transformers", "safetensors", "simpleitk", "psutil"} <= names
     assert not names & {"torch", "torchvision", "accelerate"}, "these would pull torch from PyPI"
+
+
+def test_remote_engine_needs_neither_torch_nor_a_local_licence():
+    env = FakeEnvironment(torch=None, missing=["httpx>=0.27"])
+    setup = EngineSetup(env.hooks(), HUB_MODEL, local_engine=False)
+    assert setup.run() == SetupState.READY
+    assert env.calls == [("confirm", "Install Python packages"), ("install_packages", ("httpx>=0.27",))]
+    requirements = read_requirements_file(REQUIREMENTS_FILE)
+    client = {requirement_name(r) for r in requirements_for_engine(requirements, local_engine=False)}
+    assert client == {"httpx", "numpy", "scipy", "simpleitk", "psutil"}
+    assert requirements_for_engine(requirements, local_engine=True) == requirements

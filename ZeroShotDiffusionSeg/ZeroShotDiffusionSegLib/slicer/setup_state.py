@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
 TORCH_PACKAGES = ("torch", "torchvision", "torchaudio")
+# What Slicer itself needs when the engine runs on a server: no torch, no diffusers.
+REMOTE_CLIENT_PACKAGES = ("httpx", "numpy", "scipy", "simpleitk", "psutil")
 
 
 class SetupState(Enum):
@@ -142,6 +144,13 @@ def read_requirements_file(path) -> List[str]:
     return parse_requirements(Path(path).read_text(encoding="utf-8"))
 
 
+def requirements_for_engine(requirements: Sequence[str], local_engine: bool) -> List[str]:
+    """All requirements for the local engine; only the client's for a remote server."""
+    if local_engine:
+        return list(requirements)
+    return [r for r in requirements if requirement_name(r) in REMOTE_CLIENT_PACKAGES]
+
+
 # --- the state machine ---------------------------------------------------------------
 
 PIP_FAILURE_HINT = ("If this computer is behind a proxy or firewall, set HTTPS_PROXY (and HTTP_PROXY) "
@@ -168,6 +177,7 @@ class EngineSetup:
     hooks: SetupHooks
     model: str
     testing: bool = False
+    local_engine: bool = True  # False: the engine runs on a server, so no torch and no licence here
     state: SetupState = SetupState.CHECK_TORCH
     message: str = ""
     history: List[SetupState] = field(default_factory=list)
@@ -204,7 +214,7 @@ class EngineSetup:
         return self.state
 
     def _check_torch(self):
-        if self.hooks.torch_version():
+        if self.hooks.torch_version() or not self.local_engine:
             self._go(SetupState.CHECK_PACKAGES)
         elif self.hooks.confirm(
                 "Install PyTorch",
@@ -243,7 +253,7 @@ class EngineSetup:
             self._go(SetupState.CHECK_LICENCE)
 
     def _check_licence(self):
-        licence = licence_for_model(self.model)
+        licence = licence_for_model(self.model) if self.local_engine else None
         if licence is None or self.hooks.licence_accepted(licence.key):
             self._go(SetupState.READY, "Engine ready.")
         elif self.hooks.accept_licence(licence):

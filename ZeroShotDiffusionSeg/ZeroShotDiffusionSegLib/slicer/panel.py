@@ -1,0 +1,119 @@
+"""What the panel's widgets mean: settings -> VolumeRequest, and which runner serves them.
+
+The Slicer widget copies its parameter node into ``PanelSettings``; everything that
+decides something (validation, choice of runner, keeping a warm runner) happens here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional, Sequence, Tuple
+
+from ..engine.types import SegmentationParams
+from ..errors import UserError
+from ..volume.request import VolumeRequest
+from .terminology import normalize_prompt
+
+DEFAULT_MODEL = "CompVis/stable-diffusion-v1-4"
+
+# Combo-box text -> request value. The order is the order in the panel.
+MODES = {"Text prompt": "prompt", "Seed points": "seed", "Unsupervised regions": "unsupervised"}
+AXES = {"Auto (closest to axial)": "auto", "I (sagittal-like)": "i", "J (coronal-like)": "j", "K (axial-like)": "k"}
+DEVICES = {"Auto (GPU if available)": "auto", "GPU (CUDA)": "cuda", "CPU": "cpu"}
+
+
+@dataclass
+class PanelSettings:
+    mode: str = "prompt"
+    prompt: str = ""
+    seeds_ras: List[Tuple[float, float, float]] = field(default_factory=list)
+    roi_bounds_ras: Optional[Sequence[float]] = None  # xmin, xmax, ymin, ymax, zmin, zmax
+    kl_threshold: float = 1.1
+    timestep: int = 300
+    selection_threshold: float = 0.5
+    axis: str = "auto"
+    batch_size: int = 0  # 0: chosen from free memory
+    min_volume_mm3: float = 0.0
+    per_lesion: bool = True
+    device: str = "auto"
+    model: str = DEFAULT_MODEL
+    server_url: str = ""  # empty: the local worker
+    server_token: str = ""
+
+    @property
+    def local_engine(self) -> bool:
+        return not self.server_url.strip()
+
+
+def option_value(table: dict, text: str) -> str:
+    """Combo text -> value; a value itself is accepted too (parameter nodes store either)."""
+    if text in table:
+        return table[text]
+    if text in table.values():
+        return text
+    raise UserError(f"unknown option {text!r}; expected one of {list(table)}")
+
+
+def roi_corners(bounds: Sequence[float]) -> Tuple[Tuple[float, float, float], Tuple[float, float, float]]:
+    """Two opposite corners from VTK-style bounds (xmin, xmax, ymin, ymax, zmin, zmax)."""
+    if len(bounds) != 6:
+        raise UserError("the ROI bounds must have 6 values")
+    xmin, xmax, ymin, ymax, zmin, zmax = (float(v) for v in bounds)
+    if xmax <= xmin or ymax <= ymin or zmax <= zmin:
+        raise UserError("the ROI is empty: resize it so it has a size in all three directions")
+    return (xmin, ymin, zmin), (xmax, ymax, zmax)
+
+
+def build_request(settings: PanelSettings) -> VolumeRequest:
+    """The request for the engine, or a UserError saying which widget to fix."""
+    mode = settings.mode
+    if mode not in MODES.values():
+        raise UserError(f"unknown mode {mode!r}")
+    prompt = normalize_prompt(settings.prompt) or None
+    if mode == "prompt" and not prompt:
+        raise UserError("Type what to segment (for example 'liver tumor') or pick a preset.")
+    if mode == "seed" and not settings.seeds_ras:
+        raise UserError("Place at least one seed point on the tumour (Seed points list).")
+    params = SegmentationParams(kl_threshold=float(settings.kl_threshold), timestep=int(settings.timestep),
+                                selection_threshold=float(settings.selection_threshold))
+    return VolumeRequest(
+        prompt=prompt,
+        mode=mode,
+        seeds=[tuple(float(c) for c in point) for point in settings.seeds_ras] if mode == "seed" else [],
+        coordinate_space="RAS",
+        roi_physical=roi_corners(settings.roi_bounds_ras) if settings.roi_bounds_ras is not None else None,
+        axis=settings.axis,
+        batch_size=int(settings.batch_size) if settings.batch_size and settings.batch_size > 0 else None,
+        min_volume_mm3=float(settings.min_volume_mm3),
+        binary=not settings.per_lesion,
+        params=params,
+    )
+
+
+def runner_key(settings: PanelSettings) -> tuple:
+    """Settings that need a different engine process/connection; others reuse the warm one."""
+    if settings.local_engine:
+        return ("local", settings.model.strip(), settings.device)
+    return ("remote", settings.server_url.strip(), settings.server_token)
+
+
+def create_runner(settings: PanelSettings, python_executable: str, pythonpath: Sequence[str] = ()):
+    """A LocalWorkerRunner for this computer, or a RemoteRunner for a server URL."""
+    if settings.local_engine:
+        from ..runners.local import LocalWorkerRunner
+
+        model = settings.model.strip() or DEFAULT_MODEL
+        return LocalWorkerRunner.for_model(python_executable, model, settings.device, pythonpath=pythonpath)
+    from ..runners.remote import RemoteRunner
+
+    return RemoteRunner(settings.server_url.strip(), settings.server_token.strip() or None)
+
+
+def format_progress(stage: str, fraction: Optional[float], eta_s: Optional[float], message: str = "") -> str:
+    """'segment 45% - about 2 min left (18/40 slices)' for the progress bar's text."""
+    text = stage or "working"
+    if fraction is not None:
+        text += f" {round(100 * fraction)}%"
+    if eta_s is not None and eta_s >= 0:
+        text += f" - about {round(eta_s / 60)} min left" if eta_s >= 90 else f" - about {max(1, round(eta_s))} s left"
+    return text + (f" ({message})" if message else "")
