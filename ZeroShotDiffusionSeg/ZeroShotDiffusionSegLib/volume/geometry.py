@@ -109,10 +109,10 @@ def whole_volume_box(image: sitk.Image) -> IndexBox:
     return IndexBox((0, 0, 0), tuple(size - 1 for size in image.GetSize()))
 
 
-def _clip_to_volume(image: sitk.Image, lower: np.ndarray, upper: np.ndarray, described: str) -> IndexBox:
+def _clip_to_volume(image: sitk.Image, lower: np.ndarray, upper: np.ndarray, described: str, volume_note: str) -> IndexBox:
     size = np.array(image.GetSize())
     if np.any(upper < 0) or np.any(lower > size - 1) or np.any(lower > upper):
-        raise UserError(f"{described} lies outside the volume")
+        raise UserError(f"{described} lies outside the volume ({volume_note})")
     lower = np.clip(lower, 0, size - 1)
     upper = np.clip(upper, 0, size - 1)
     return IndexBox(tuple(int(v) for v in lower), tuple(int(v) for v in upper))
@@ -121,8 +121,9 @@ def _clip_to_volume(image: sitk.Image, lower: np.ndarray, upper: np.ndarray, des
 def voxel_roi_box(image: sitk.Image, corner_a: Sequence[int], corner_b: Sequence[int]) -> IndexBox:
     """A voxel ROI given by two opposite corners (inclusive), clipped to the volume."""
     a, b = np.array(corner_a, dtype=int), np.array(corner_b, dtype=int)
-    described = f"the voxel ROI {tuple(int(v) for v in a)}-{tuple(int(v) for v in b)} (volume size {image.GetSize()})"
-    return _clip_to_volume(image, np.minimum(a, b), np.maximum(a, b), described)
+    described = f"the voxel ROI {tuple(int(v) for v in a)}-{tuple(int(v) for v in b)}"
+    size_note = "size " + "x".join(str(v) for v in image.GetSize()) + " voxels"
+    return _clip_to_volume(image, np.minimum(a, b), np.maximum(a, b), described, size_note)
 
 
 def physical_roi_box(image: sitk.Image, corner_a: Sequence[float], corner_b: Sequence[float], space: str) -> IndexBox:
@@ -142,11 +143,9 @@ def physical_roi_box(image: sitk.Image, corner_a: Sequence[float], corner_b: Seq
     nearest = np.floor((first + last) / 2 + 0.5)
     lower, upper = np.where(thin, nearest, lower).astype(int), np.where(thin, nearest, upper).astype(int)
     extent = physical_extent(image, space)
-    described = (
-        f"the ROI {_format_point(lo)}-{_format_point(hi)} {space} "
-        f"(the volume spans {_format_point(extent[0])}-{_format_point(extent[1])} {space})"
-    )
-    return _clip_to_volume(image, lower, upper, described)
+    described = f"the ROI {_format_point(lo)}-{_format_point(hi)} {space}"
+    extent_note = f"which spans {_format_point(extent[0])}-{_format_point(extent[1])} {space}"
+    return _clip_to_volume(image, lower, upper, described, extent_note)
 
 
 def seed_voxel(image: sitk.Image, point: Sequence[float], space: str) -> Index3:

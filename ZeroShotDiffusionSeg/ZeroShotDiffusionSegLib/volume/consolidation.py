@@ -1,0 +1,180 @@
+"""Per-slice results -> numbered 3-D lesions, and the lesion table.
+
+Rules (also in the README):
+- Prompt mode: a voxel is selected when its volume-normalised score (raw segment score / the
+  highest raw score anywhere in the volume) is >= the selection threshold; lesions are the 3-D
+  connected components (face-connected) of the selected voxels, so every lesion's mean score
+  clears the threshold too. Normalising over the volume, not per slice, keeps a slice without a
+  tumour from promoting its most prompt-like region to "tumour".
+- Seed mode: see ``select_overlapping_segments`` and ``propagate_from_seed``.
+- Components smaller than the minimum physical volume are dropped; the rest are numbered 1..K by
+  decreasing size (ties: the one whose first voxel comes first in memory order).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Dict, List, Sequence, Tuple
+
+import numpy as np
+import SimpleITK as sitk
+from scipy import ndimage
+from scipy.spatial import ConvexHull
+from scipy.spatial.distance import pdist
+
+from .geometry import continuous_index_to_physical, lps_to_ras
+
+# A neighbour-slice segment continues the lesion when at least this fraction of it lies inside the
+# previous slice's mask ...
+CONTAINED_FRACTION = 0.5
+# ... or when it covers at least this fraction of the previous mask without being more than
+# GROWTH_LIMIT times its area (so a lesion may grow between slices, but the background may not join).
+COVERED_FRACTION = 0.5
+GROWTH_LIMIT = 4.0
+
+RULES = {
+    "prompt": "voxels whose score (raw segment score / volume maximum) >= selection_threshold; 3-D face-connected components",
+    "seed": "the seed's segment on its slice, then per neighbouring slice the segments that are at least half inside the "
+    "previous mask, or cover at least half of it while at most 4x its area; 3-D face-connected components",
+}
+
+LESION_COLUMNS = [
+    "id", "voxels", "volume_ml", "longest_axial_diameter_mm",
+    "centroid_ras_x", "centroid_ras_y", "centroid_ras_z",
+    "centroid_lps_x", "centroid_lps_y", "centroid_lps_z",
+    "mean_score",
+]
+
+
+def prompt_selection(score: np.ndarray, threshold: float, segmented: np.ndarray) -> np.ndarray:
+    """Voxels of segmented slices whose volume-normalised score clears the threshold."""
+    return (score >= np.float32(threshold)) & segmented
+
+
+def select_overlapping_segments(labels: np.ndarray, previous_mask: np.ndarray) -> np.ndarray:
+    """The segments of a slice's partition that continue the previous slice's mask (see module rules)."""
+    previous_area = int(previous_mask.sum())
+    if previous_area == 0:
+        return np.zeros(labels.shape, dtype=bool)
+    flat_labels = labels.reshape(-1)
+    segment_sizes = np.bincount(flat_labels)
+    overlaps = np.bincount(flat_labels[previous_mask.reshape(-1)], minlength=segment_sizes.size)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        contained = overlaps >= CONTAINED_FRACTION * segment_sizes
+        covering = (overlaps >= COVERED_FRACTION * previous_area) & (segment_sizes <= GROWTH_LIMIT * previous_area)
+    chosen = (overlaps > 0) & (contained | covering)
+    return chosen[labels]
+
+
+def propagate_from_seed(
+    seed_slice: int,
+    seed_pixel: Tuple[int, int],
+    slice_order: Sequence[int],
+    fetch_labels: Callable[[List[int]], Dict[int, np.ndarray]],
+    chunk: int,
+) -> Dict[int, np.ndarray]:
+    """Masks per slice index, grown from the seed's segment to neighbouring slices by overlap.
+
+    ``slice_order`` is the run of consecutive segmentable slices containing the seed slice;
+    propagation stops at its ends or at the first slice where nothing continues the mask.
+    ``fetch_labels`` returns the engine's partition for a list of slice indices (cached by the
+    caller), asked for ``chunk`` slices at a time so the engine still runs in batches.
+    """
+    x, y = seed_pixel
+    seed_labels = fetch_labels([seed_slice])[seed_slice]
+    masks = {seed_slice: seed_labels == seed_labels[y, x]}
+    start = list(slice_order).index(seed_slice)
+    for step in (+1, -1):
+        previous = masks[seed_slice]
+        cursor = start + step
+        while previous.any() and 0 <= cursor < len(slice_order):
+            run = [slice_order[c] for c in range(cursor, cursor + step * chunk, step) if 0 <= c < len(slice_order)]
+            partitions = fetch_labels(run)
+            for index in run:
+                previous = select_overlapping_segments(partitions[index], previous)
+                if not previous.any():
+                    break
+                masks[index] = previous
+            cursor += step * len(run)
+    return masks
+
+
+def number_lesions(
+    mask: np.ndarray, voxel_volume_mm3: float, min_volume_mm3: float = 0.0
+) -> Tuple[np.ndarray, int]:
+    """(uint16 labels 1..K by decreasing size, number of components dropped as too small)."""
+    components, count = ndimage.label(mask)
+    if count == 0:
+        return np.zeros(mask.shape, dtype=np.uint16), 0
+    sizes = np.bincount(components.reshape(-1), minlength=count + 1)[1:]
+    kept = np.flatnonzero(sizes * voxel_volume_mm3 >= min_volume_mm3)
+    if kept.size > np.iinfo(np.uint16).max:
+        raise ValueError(f"{kept.size} lesions do not fit in uint16 labels")
+    # ndimage.label numbers components in raster order of their first voxel, so sorting ties by
+    # component number breaks them by first voxel.
+    order = kept[np.lexsort((kept, -sizes[kept]))]
+    lookup = np.zeros(count + 1, dtype=np.uint16)
+    lookup[order + 1] = np.arange(1, order.size + 1, dtype=np.uint16)
+    return lookup[components], int(count - kept.size)
+
+
+def _longest_in_plane_distance(points_ij: np.ndarray, to_mm: np.ndarray) -> float:
+    """Largest distance (mm) between voxel centres; points are 2-D index offsets, to_mm maps them to mm (3x2)."""
+    if len(points_ij) < 2:
+        return 0.0
+    if len(points_ij) > 64:
+        try:  # the farthest pair lies on the convex hull, and a linear map keeps hull vertices
+            points_ij = points_ij[ConvexHull(points_ij).vertices]
+        except Exception:  # noqa: BLE001 - collinear points: qhull refuses; fall back to all points
+            pass
+    return float(pdist(points_ij @ to_mm.T).max())
+
+
+def longest_axial_diameters(labels: np.ndarray, image: sitk.Image, axial_axis: int, count: int) -> np.ndarray:
+    """Per lesion, the longest distance between two voxel centres lying in one axial slice (mm)."""
+    columns = np.asarray(image.GetDirection()).reshape(3, 3) * np.asarray(image.GetSpacing())  # index step -> mm
+    in_plane = [a for a in range(3) if a != axial_axis]
+    to_mm = columns[:, in_plane]
+    numpy_axis = 2 - axial_axis
+    diameters = np.zeros(count + 1)
+    for lesion, box in enumerate(ndimage.find_objects(labels, max_label=count), start=1):
+        if box is None:
+            continue
+        sub = labels[box] == lesion
+        for position in range(sub.shape[numpy_axis]):
+            plane = np.take(sub, position, axis=numpy_axis)
+            if not plane.any():
+                continue
+            edge = plane & ~ndimage.binary_erosion(plane)
+            rows, cols = np.nonzero(edge)
+            # Plane axes in numpy order are the in-plane ITK axes in decreasing order.
+            points_ij = np.stack([cols, rows], axis=1).astype(float)
+            diameters[lesion] = max(diameters[lesion], _longest_in_plane_distance(points_ij, to_mm))
+    return diameters
+
+
+def lesion_table(labels: np.ndarray, score: np.ndarray, image: sitk.Image, axial_axis: int) -> List[dict]:
+    """One row per lesion, the columns of lesions.csv (values rounded to fixed decimals, so the CSV is stable)."""
+    count = int(labels.max()) if labels.size else 0
+    if count == 0:
+        return []
+    lesion_ids = np.arange(1, count + 1)
+    voxels = np.bincount(labels.reshape(-1), minlength=count + 1)
+    mean_scores = ndimage.mean(score, labels, lesion_ids)
+    centres_kji = ndimage.center_of_mass(np.ones(labels.shape, dtype=np.uint8), labels, lesion_ids)
+    voxel_ml = float(np.prod(image.GetSpacing())) / 1000.0
+    diameters = longest_axial_diameters(labels, image, axial_axis, count)
+    rows = []
+    for lesion in range(1, count + 1):
+        n = int(voxels[lesion])
+        lps = continuous_index_to_physical(image, centres_kji[lesion - 1][::-1])
+        ras = lps_to_ras(lps)
+        rows.append({
+            "id": lesion,
+            "voxels": n,
+            "volume_ml": round(n * voxel_ml, 6),
+            "longest_axial_diameter_mm": round(float(diameters[lesion]), 2),
+            "centroid_ras_x": round(ras[0], 2), "centroid_ras_y": round(ras[1], 2), "centroid_ras_z": round(ras[2], 2),
+            "centroid_lps_x": round(lps[0], 2), "centroid_lps_y": round(lps[1], 2), "centroid_lps_z": round(lps[2], 2),
+            "mean_score": round(float(mean_scores[lesion - 1]), 4),
+        })
+    return rows
