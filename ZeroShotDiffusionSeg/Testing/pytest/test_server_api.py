@@ -1,6 +1,7 @@
 """The HTTP API against a real uvicorn server on 127.0.0.1, with the deterministic stand-in
 executor (the engine-backed round trip is in test_server_engine.py)."""
 
+import json
 import threading
 import time
 
@@ -25,7 +26,7 @@ def wait_until(condition, timeout_s=10.0, what="condition"):
         time.sleep(0.02)
 
 
-def submit_raw(url, volume_path, headers=ALICE, request="{}", filename=None):
+def submit_raw(url, volume_path, headers=ALICE, request='{"prompt": "tumor"}', filename=None):
     with open(volume_path, "rb") as handle:
         return httpx.post(f"{url}/jobs", headers=headers, data={"request": request},
                           files={"volume": (filename or volume_path.name, handle)})
@@ -91,7 +92,8 @@ def test_eight_concurrent_clients_get_their_own_results(tmp_path):
     for index, result in outcomes.items():
         for name in ("labels", "score", "lesions"):
             assert result.files[name].read_bytes() == expected[index].files[name].read_bytes(), (index, name)
-        assert result.lesions[0]["prompt"] == f"lesion {index}"
+        assert result.lesions[0]["mean_score"] == len(f"lesion {index}") / 100
+        assert json.loads(result.files["provenance"].read_text())["request"]["prompt"] == f"lesion {index}"
     assert len({outcomes[i].files["labels"].read_bytes() for i in range(8)}) > 1  # the volumes differ, so must results
 
 
@@ -165,10 +167,13 @@ def test_bad_uploads_get_clear_4xx_and_the_server_keeps_serving(tmp_path, volume
         assert big.stat().st_size > 60_000
         oversize = submit_raw(server.url, big)
         assert oversize.status_code == 413 and "larger than this server's limit of 0.1 MB" in oversize.json()["detail"]
-        for path in (truncated, text):
-            answer = submit_raw(server.url, path)
-            assert answer.status_code == 400, path
-            assert answer.json() == {"detail": "the upload is not a readable NRRD/NIfTI/MHA volume (or it is truncated)"}
+        assert submit_raw(server.url, text).json() == {"detail": "the upload is not a readable NRRD/NIfTI/MHA volume (or it is truncated)"}
+        cut = submit_raw(server.url, truncated)
+        assert cut.status_code == 400 and cut.json()["detail"].startswith("the uploaded volume is not a readable image (")
+        no_prompt = submit_raw(server.url, volume, request="{}")  # the pipeline's own request check, before queueing
+        assert no_prompt.status_code == 400 and no_prompt.json()["detail"].startswith("a volume needs --prompt TEXT")
+        seed_outside = submit_raw(server.url, volume, request='{"seeds": [[900, 900, 900]]}')
+        assert seed_outside.status_code == 400 and "server-work" not in seed_outside.text, seed_outside.text
         wrong_type = submit_raw(server.url, volume, filename="../../etc/passwd")
         assert wrong_type.status_code == 415 and "unsupported volume file type 'passwd'" in wrong_type.json()["detail"]
         bad_request = submit_raw(server.url, volume, request='{"prompt": 1, "zoom": 2}')
@@ -181,9 +186,9 @@ def test_bad_uploads_get_clear_4xx_and_the_server_keeps_serving(tmp_path, volume
         with ServerClient(server.url, token=TOKENS["alice"]) as client:
             client.handshake()
             with pytest.raises(UserError, match=r"big.nrrd is 0.\d MB; the server accepts at most 0.1 MB"):
-                client.submit(big, VolumeRequest())
+                client.submit(big, VolumeRequest(prompt="x"))
             result = run_remote_job(client, volume, tmp_path / "after", VolumeRequest(prompt="still serving"), poll_s=0.5)
-        assert result.lesions[0]["prompt"] == "still serving"
+        assert result.lesions[0]["mean_score"] == len("still serving") / 100
         assert leftover_files(server.app.state.jobs.work_root) == []  # refused uploads left nothing behind
 
 
@@ -272,7 +277,7 @@ def test_upload_and_download_progress_callbacks(tmp_path, volume):
     uploads, downloads = [], []
     with start_server(tmp_path) as server, ServerClient(server.url, token=TOKENS["alice"]) as client:
         client.handshake()
-        job = client.submit(volume, VolumeRequest(), upload_progress=lambda done, total: uploads.append((done, total)))
+        job = client.submit(volume, VolumeRequest(prompt="x"), upload_progress=lambda done, total: uploads.append((done, total)))
         assert client.wait(job["id"], poll_s=0.5)["state"] == "done"
         path = client.download(job["id"], "labels", tmp_path / "d" / "labels.nrrd", lambda d, t: downloads.append((d, t)))
     size = volume.stat().st_size

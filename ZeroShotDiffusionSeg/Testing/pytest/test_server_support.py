@@ -6,7 +6,6 @@ with run_volume's signature, and a real uvicorn server on 127.0.0.1 in a thread.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import socket
@@ -19,6 +18,8 @@ import pytest
 
 from ZeroShotDiffusionSegLib.errors import UserError
 from ZeroShotDiffusionSegLib.progress import ProgressTracker, check_cancel
+from ZeroShotDiffusionSegLib.volume.consolidation import LESION_COLUMNS
+from ZeroShotDiffusionSegLib.volume.outputs import write_lesions_csv
 from ZeroShotDiffusionSegLib.volume.request import VolumeResult
 
 TOKENS = {"alice": "alice-token-0123456789abcdef", "bob": "bob-token-0123456789abcdef0"}
@@ -74,11 +75,12 @@ def stand_in_executor(input_path, out_dir, request, progress=None, cancel=None) 
         output = sitk.GetImageFromArray(values)
         output.CopyInformation(image)
         sitk.WriteImage(output, str(files[name]), True)
-    rows = [{"label": 1, "voxels": int(labels.sum()), "prompt": request.prompt or ""}]
-    with open(files["lesions"], "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    # One row in the real lesion table's columns; mean_score encodes the prompt's length so
+    # that each client's result is told apart by value.
+    rows = [{column: 0.0 for column in LESION_COLUMNS}]
+    rows[0].update(id=1, voxels=int(labels.sum()), volume_ml=float(labels.sum()) * float(np.prod(image.GetSpacing())) / 1000,
+                   mean_score=len(request.prompt or "") / 100)
+    write_lesions_csv(rows, files["lesions"])
     provenance = {"model": "stand-in", "input_sha256": hashlib.sha256(array.tobytes()).hexdigest(),
                   "request": request.to_dict(), "timings": {"total_s": time.perf_counter()}}
     files["provenance"].write_text(json.dumps(provenance, indent=2, sort_keys=True))

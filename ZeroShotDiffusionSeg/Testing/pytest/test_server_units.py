@@ -10,7 +10,7 @@ from ZeroShotDiffusionSegLib.errors import UserError
 from ZeroShotDiffusionSegLib.server import cli as server_cli
 from ZeroShotDiffusionSegLib.server.auth import TokenStore, parse_token_lines, read_client_token
 from ZeroShotDiffusionSegLib.server.protocol import is_compatible, request_from_json, request_to_json, upload_extension
-from ZeroShotDiffusionSegLib.server.uploads import validate_volume_file
+from ZeroShotDiffusionSegLib.server.uploads import nifti_data_is_complete, validate_upload
 from ZeroShotDiffusionSegLib.volume.request import VolumeRequest
 from test_server_support import make_volume
 
@@ -105,26 +105,37 @@ def test_serve_through_the_zsdseg_command_refuses_public_bind(capsys):
 
 
 def test_upload_validation_accepts_volumes_and_refuses_the_rest(tmp_path):
-    good = make_volume(tmp_path / "ct.nii.gz")
-    validate_volume_file(good, max_voxels=10_000)
-    with pytest.raises(UserError, match="at most 100"):
-        validate_volume_file(good, max_voxels=100)
-    truncated = tmp_path / "cut.nii.gz"
-    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
-    junk = tmp_path / "junk.nrrd"
-    junk.write_bytes(gzip.compress(b"not an image at all" * 50))
-    for path in (truncated, junk):
-        with pytest.raises(UserError, match="not a readable NRRD/NIfTI/MHA volume") as error:
-            validate_volume_file(path, max_voxels=10_000)
-        assert str(tmp_path) not in str(error.value)  # no server path in what the client sees
     import numpy as np
     import SimpleITK as sitk
 
+    request = VolumeRequest(prompt="tumor")
+
+    def validate(path, max_voxels=10_000, request=request):
+        validate_upload(path, tmp_path / "job" / "out", request, max_voxels)
+
+    good = make_volume(tmp_path / "ct.nii.gz")
+    validate(good)
+    with pytest.raises(UserError, match="this server accepts at most 100"):
+        validate(good, max_voxels=100)
+    with pytest.raises(UserError, match="a volume needs --prompt"):
+        validate(good, request=VolumeRequest())
+    junk = tmp_path / "junk.nrrd"
+    junk.write_bytes(gzip.compress(b"not an image at all" * 50))
+    uploads = [junk]
+    for name in ("cut.nii.gz", "cut.nii"):  # ITK reads these without complaint: checked by nifti_data_is_complete
+        whole = make_volume(tmp_path / name.replace("cut", "whole"))
+        assert nifti_data_is_complete(whole)
+        (tmp_path / name).write_bytes(whole.read_bytes()[: whole.stat().st_size * 9 // 10])
+        assert not nifti_data_is_complete(tmp_path / name)
+        uploads.append(tmp_path / name)
+    for path in uploads:
+        with pytest.raises(UserError, match=r"^the upload is not a readable NRRD/NIfTI/MHA volume \(or it is truncated\)$"):
+            validate(path)
     constant = tmp_path / "flat.nrrd"
     sitk.WriteImage(sitk.GetImageFromArray(np.full((3, 8, 8), 7, np.int16)), str(constant))
-    with pytest.raises(UserError, match="constant"):
-        validate_volume_file(constant, max_voxels=10_000)
-    flat2d = tmp_path / "slice.nrrd"
-    sitk.WriteImage(sitk.GetImageFromArray(np.arange(64, dtype=np.int16).reshape(8, 8)), str(flat2d))
-    with pytest.raises(UserError, match="2-D image"):
-        validate_volume_file(flat2d, max_voxels=10_000)
+    with pytest.raises(UserError, match=r"^the uploaded volume is constant"):
+        validate(constant)
+    slice2d = tmp_path / "slice.nrrd"
+    sitk.WriteImage(sitk.GetImageFromArray(np.arange(64, dtype=np.int16).reshape(8, 8)), str(slice2d))
+    with pytest.raises(UserError, match=r"^the uploaded volume is a 2-D image"):
+        validate(slice2d)

@@ -28,7 +28,7 @@ from . import schemas
 from .auth import PRINCIPAL_SCOPE_KEY, BearerAuthMiddleware, TokenStore
 from .jobs import DONE, Executor, Job, JobManager, QueueFull
 from .protocol import PROTOCOL_HEADER, PROTOCOL_VERSION, RESULT_FILES, is_compatible, request_from_json, upload_extension
-from .uploads import validate_volume_file
+from .uploads import validate_upload
 
 log = logging.getLogger("zsdseg.server")
 
@@ -164,7 +164,7 @@ def create_app(settings: ServerSettings, executors: Sequence[Executor], engine_i
         input_path = work_dir / f"input{extension}"  # the client's file name is never used on disk
         try:
             await run_in_threadpool(_copy_upload, volume.file, input_path)
-            await run_in_threadpool(validate_volume_file, input_path, settings.max_voxels)
+            await run_in_threadpool(validate_upload, input_path, work_dir / "out", volume_request, settings.max_voxels)
             job = jobs.submit(job_id, who, work_dir, input_path, volume_request)
         except BaseException:
             shutil.rmtree(work_dir, ignore_errors=True)

@@ -10,12 +10,10 @@ from __future__ import annotations
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 from typing import Optional
 
 from ..errors import Cancelled, UserError
-from ..progress import ProgressEvent
 from ..volume.request import VolumeRequest
 from .protocol import UPLOAD_EXTENSIONS
 
@@ -31,41 +29,45 @@ def run_remote_segment(args, request: Optional[VolumeRequest] = None) -> int:
     """Runs ``args.input`` on ``args.server`` and writes the results into ``args.out_dir``.
 
     ``request`` is the VolumeRequest a local run would use; when None it is built from
-    ``args`` by the volume command's own ``request_from_args``.
+    ``args`` by the volume command's ``request_from_args``. Progress, Ctrl-C and the summary
+    behave as in a local run; Ctrl-C cancels the job on the server.
     """
+    from ..volume.cli import _print_summary, _progress_printer, _refuse_image_options, cancel_on_signals, request_from_args
+    from ..volume.pipeline import check_request
     from .auth import read_client_token
     from .client import ServerClient, run_remote_job
 
-    input_path = Path(args.input)
-    out_dir = getattr(args, "out_dir", None)
-    if out_dir is None:
-        raise UserError("give the output folder (--out-dir) for the results downloaded from the server")
-    if request is None:
-        from ..volume.cli import request_from_args
-
-        request = request_from_args(args)
+    _refuse_image_options(args)
+    request = request if request is not None else request_from_args(args)
+    check_request(args.input, args.out_dir, request)  # every input error, before the upload
     token = read_client_token(args.token_file) if args.token_file else None
+    kind = getattr(args, "progress", None) or ("bar" if sys.stderr.isatty() else "none")
+    callback, close = _progress_printer(kind)
+    cancel = threading.Event()
     timeout_s = getattr(args, "server_timeout", None)
-    cancel = threading.Event()  # set by the --server-timeout timer; Ctrl-C deletes (so cancels) the job instead
-    timer = threading.Timer(timeout_s, cancel.set) if timeout_s else None
-    with ServerClient(args.server, token=token) as client, _uploadable(input_path) as upload_path:
-        info = client.handshake()
-        print(f"server {args.server}: model {info['model_id']} on {info['device']}, {info['queue_length']} job(s) queued", file=sys.stderr)
-        if timer is not None:
-            timer.start()
-        try:
-            result = run_remote_job(client, upload_path, out_dir, request, progress=_StderrProgress(), cancel=cancel)
-        except Cancelled:
-            if not cancel.is_set():
-                raise  # cancelled on the server, not by the timer
-            raise UserError(f"the server did not finish within --server-timeout {timeout_s:.0f} s; the job was cancelled") from None
-        finally:
+    timed_out = threading.Event()
+    timer = threading.Timer(timeout_s, lambda: (timed_out.set(), cancel.set())) if timeout_s else None
+    try:
+        with ServerClient(args.server, token=token) as client, _uploadable(Path(args.input)) as upload_path:
+            info = client.handshake()
+            print(f"server {args.server}: model {info['model_id']} on {info['device']}, {info['queue_length']} job(s) queued",
+                  file=sys.stderr)
             if timer is not None:
-                timer.cancel()
-    print(f"{len(result.lesions)} lesion(s) -> {Path(out_dir)} (upload {result.timings['upload_s']:.1f} s, "
-          f"queued {result.timings['queued_s']:.1f} s, server {result.timings['server_s']:.1f} s, download {result.timings['download_s']:.1f} s)")
-    for message in result.messages:
-        print(message, file=sys.stderr)
+                timer.start()
+            with cancel_on_signals(cancel):
+                result = run_remote_job(client, upload_path, args.out_dir, request, progress=callback, cancel=cancel)
+    except Cancelled:
+        if timed_out.is_set():
+            raise UserError(f"the server did not finish within --server-timeout {timeout_s:g} s; the job was cancelled") from None
+        raise
+    finally:
+        if timer is not None:
+            timer.cancel()
+        close()
+    _print_summary(result, kind)
+    times = result.timings
+    print(f"remote: upload {times['upload_s']:.1f} s, queued {times['queued_s']:.1f} s, server {times['server_s']:.1f} s, "
+          f"download {times['download_s']:.1f} s", file=sys.stderr)
     return 0
 
 
@@ -91,20 +93,3 @@ class _uploadable:
     def __exit__(self, *exc):
         if self._temporary is not None:
             self._temporary.cleanup()
-
-
-class _StderrProgress:
-    """One stderr line per stage change or 10% step, not one per event."""
-
-    def __init__(self):
-        self._last = (None, -1)
-        self._started = time.monotonic()
-
-    def __call__(self, event: ProgressEvent) -> None:
-        step = int(event.fraction * 10)
-        if (event.stage, step) == self._last:
-            return
-        self._last = (event.stage, step)
-        eta = f", eta {event.eta_s:.0f} s" if event.eta_s is not None else ""
-        detail = f" ({event.message})" if event.message else ""
-        print(f"[{time.monotonic() - self._started:6.1f} s] {event.stage} {100 * event.fraction:3.0f}%{eta}{detail}", file=sys.stderr)

@@ -9,18 +9,21 @@ import zlib
 from pathlib import Path
 
 from ..errors import UserError
+from ..volume.request import VolumeRequest
 
 NOT_AN_IMAGE = "the upload is not a readable NRRD/NIfTI/MHA volume (or it is truncated)"
 
 
-def validate_volume_file(path: Path, max_voxels: int) -> None:
-    """Raise UserError unless ``path`` is a volume the pipeline can run on.
+def validate_upload(path: Path, out_dir: Path, request: VolumeRequest, max_voxels: int) -> None:
+    """Raise UserError unless the job would start: the upload is a volume within the server's
+    limits, and the volume pipeline's ``check_request`` accepts it with this request.
 
-    The header is read first, so a file that claims a huge size (a decompression bomb)
-    is refused before any voxel is decompressed. SimpleITK's own messages are not
-    passed on: they name the server's temporary path.
+    The header is read first, so a file that claims a huge size (a decompression bomb) is
+    refused before any voxel is decompressed. Messages never show the server's paths.
     """
     import SimpleITK as sitk
+
+    from ..volume.pipeline import check_request
 
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
@@ -37,10 +40,10 @@ def validate_volume_file(path: Path, max_voxels: int) -> None:
     if str(path).lower().endswith((".nii", ".nii.gz")) and not nifti_data_is_complete(path):
         raise UserError(NOT_AN_IMAGE)
     try:
-        image = reader.Execute()
-    except RuntimeError:
-        raise UserError(NOT_AN_IMAGE) from None
-    _check_content(image)
+        check_request(path, out_dir, request)
+    except UserError as error:
+        message = str(error).replace(str(out_dir), "the output folder").replace(str(path), "the uploaded volume")
+        raise UserError(message) from None
 
 
 def nifti_data_is_complete(path: Path) -> bool:
@@ -88,10 +91,3 @@ def _nifti_file_bytes(header: bytes):
     for extent in dims[1 : dims[0] + 1]:
         voxels *= max(int(extent), 1)
     return max(offset, 348) + voxels * bitpix // 8
-
-
-def _check_content(image) -> None:
-    """The volume pipeline's own input checks (4-D, vector, NaN, constant...) on the decoded image."""
-    from ..volume.io import validate_volume
-
-    validate_volume(image, "the uploaded volume")
