@@ -49,15 +49,24 @@ def _read_dicom_folder(folder: Path) -> sitk.Image:
     return reader.Execute()
 
 
+def _read_file(path: Path) -> sitk.Image:
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.ReadImageInformation()
+    # Check the header's spacing before reading: for a negative spacing the NRRD, MetaImage and NIfTI
+    # readers silently flip the direction instead, which would hide a broken header.
+    if min(reader.GetSpacing()) <= 0:
+        raise UserError(f"{path} has zero or negative voxel spacing {reader.GetSpacing()}; every spacing must be positive")
+    return reader.Execute()
+
+
 def read_volume(path: PathLike) -> sitk.Image:
     """Read a 3-D scalar volume (NRRD, NIfTI, MHA/MHD, or a folder with one DICOM series) and validate it."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"input not found: {path}")
     try:
-        image = _read_dicom_folder(path) if path.is_dir() else sitk.ReadImage(str(path))
-    except UserError:
-        raise
+        image = _read_dicom_folder(path) if path.is_dir() else _read_file(path)
     except RuntimeError as error:
         reason = _itk_reason(error)
         if "spacing" in reason.lower():
