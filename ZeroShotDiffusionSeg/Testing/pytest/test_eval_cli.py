@@ -1,0 +1,135 @@
+"""``zsdseg eval`` end to end on a synthetic pairs folder with a stub engine: deployed vs oracle
+numbers, baselines, the meaningless stamp, overlays, and a broken case that does not stop the run."""
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ZeroShotDiffusionSegLib.engine.types import ImageResult
+from ZeroShotDiffusionSegLib.evaluation import cli
+
+SIZE = 16
+
+
+class QuadrantSegmenter:
+    """Partition = the four quadrants; seed mode selects the seed's quadrant, prompt mode the top-left one."""
+
+    model_id = "random:stub"
+    device = "cpu"
+
+    def segment_batch(self, images, prompt=None, seeds=None, params=None):
+        results = []
+        for index, image in enumerate(images):
+            rows, cols = image.shape[:2]
+            labels = (np.arange(rows)[:, None] >= rows // 2) * 2 + (np.arange(cols)[None, :] >= cols // 2)
+            mask = None
+            if prompt:
+                mask = labels == 0
+            if seeds is not None and seeds[index]:
+                x, y = seeds[index][0]
+                mask = labels == labels[y, x]
+            results.append(ImageResult(labels=labels.astype(np.int64), mask=mask, timings={"unet": 0.0}))
+        return results
+
+    def provenance(self):
+        return {"model_id": self.model_id}
+
+
+def _parse(*argv):
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+@pytest.fixture
+def pairs_folder(tmp_path):
+    root = tmp_path / "data"
+    root.mkdir()
+    image = np.full((SIZE, SIZE), 30, np.uint8)
+    image[8:16, 8:16] = 220  # the bright bottom-right quadrant is the lesion
+    truth = np.zeros((SIZE, SIZE), np.uint8)
+    truth[8:16, 8:16] = 255
+    for name in ("case1", "case2"):
+        Image.fromarray(image).save(root / f"{name}.png")
+        Image.fromarray(truth).save(root / f"{name}_mask.png")
+    (root / "broken.png").write_bytes(b"not a png")
+    Image.fromarray(truth).save(root / "broken_mask.png")
+    return root
+
+
+def test_seed_mode_oracle_baselines_and_a_failed_case(pairs_folder, tmp_path, monkeypatch):
+    monkeypatch.setattr(cli, "_load_segmenter", lambda args: QuadrantSegmenter())
+    out = tmp_path / "out"
+    assert cli.run(_parse(str(pairs_folder), "--model", "random:stub", "--out", str(out))) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["meta"]["meaningless"] is True
+    assert results["meta"]["modes"] == ["deployed", "oracle_single", "oracle_union", "otsu", "kmeans", "whole_image"]
+    statuses = {case["name"]: case["status"] for case in results["cases"]}
+    assert statuses == {"broken": "failed", "case1": "ok", "case2": "ok"}
+    summary = results["summary"]
+    # The seed at the lesion's centroid falls in the lesion's quadrant: every selection is exact.
+    for mode in ("deployed", "oracle_single", "oracle_union", "otsu", "kmeans"):
+        assert summary[mode]["dice"]["n"] == 2
+        assert summary[mode]["dice"]["mean"] == pytest.approx(1.0), mode
+        assert summary[mode]["hd95"]["median"] == pytest.approx(0.0), mode
+    assert summary["whole_image"]["dice"]["mean"] == pytest.approx(2 * 64 / (64 + 256))
+    case = next(c for c in results["cases"] if c["name"] == "case1")
+    assert case["seed_index"] == [12, 12] and case["model"]["segments"] == 4
+    report = (out / "report.md").read_text()
+    assert "meaningless: random weights" in report and "broken" in report
+    assert sorted(p.name for p in (out / "overlays").iterdir()) == ["case1.png", "case2.png"]
+
+
+def test_prompt_mode_shows_the_gap_between_deployed_and_oracle(pairs_folder, tmp_path, monkeypatch):
+    monkeypatch.setattr(cli, "_load_segmenter", lambda args: QuadrantSegmenter())
+    out = tmp_path / "out"
+    cli.run(_parse(str(pairs_folder), "--model", "random:stub", "--prompt", "lesion", "--no-baselines", "--no-overlays", "--out", str(out)))
+    summary = json.loads((out / "results.json").read_text())["summary"]
+    assert set(summary) == {"deployed", "oracle_single", "oracle_union"}
+    assert summary["deployed"]["dice"]["mean"] == pytest.approx(0.0)  # the stub's prompt picks the wrong quadrant
+    assert summary["deployed"]["hd95"]["n"] == 2 and summary["deployed"]["hd95"]["median"] > 0
+    assert summary["oracle_single"]["dice"]["mean"] == pytest.approx(1.0)
+    assert not (out / "overlays").exists()
+
+
+def test_baselines_only_without_a_model(pairs_folder, tmp_path):
+    out = tmp_path / "out"
+    assert cli.run(_parse(str(pairs_folder), "--out", str(out), "--limit", "2")) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["meta"]["meaningless"] is False and results["meta"]["model"] is None
+    assert set(results["summary"]) == {"otsu", "kmeans", "whole_image"}
+    assert [c["name"] for c in results["cases"]] == ["broken", "case1"]  # natural order, then the limit
+
+
+def test_volume_case_through_the_volume_pipeline(tmp_path, monkeypatch):
+    """nrrd-pairs with the real run_volume: the seed's quadrant propagates through all four slices
+    (deployed), while the per-slice oracle union recovers the lesion's two slices exactly."""
+    import SimpleITK as sitk
+
+    root = tmp_path / "volumes"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    volume = (100 + rng.integers(0, 50, (4, SIZE, SIZE))).astype(np.int16)  # texture: every slice has body
+    label = np.zeros((4, SIZE, SIZE), np.uint8)
+    label[1:3, 8:16, 8:16] = 1
+    volume[label == 1] += 800
+    for name, array in (("case_image.nrrd", volume), ("case_label.nrrd", label)):
+        image = sitk.GetImageFromArray(array)
+        image.SetSpacing((1.0, 1.0, 3.0))
+        sitk.WriteImage(image, str(root / name))
+    monkeypatch.setattr(cli, "_load_segmenter", lambda args: QuadrantSegmenter())
+    out = tmp_path / "out"
+    assert cli.run(_parse(str(root), "--layout", "nrrd-pairs", "--model", "random:stub", "--out", str(out))) == 0
+    results = json.loads((out / "results.json").read_text())
+    case = results["cases"][0]
+    assert case["status"] == "ok", case.get("error")
+    assert case["spacing"] == [3.0, 1.0, 1.0] and case["seed_index"] == [2, 12, 12]
+    metrics = case["metrics"]
+    assert metrics["deployed"]["dice"] == pytest.approx(2 * 128 / (256 + 128))
+    assert metrics["oracle_union"]["dice"] == pytest.approx(1.0)
+    assert metrics["oracle_single"]["dice"] == pytest.approx(2 * 64 / (64 + 128))
+    assert metrics["deployed"]["hd95"] == pytest.approx(3.0)  # one slice (3 mm) beyond the lesion on each side
+    assert (out / "overlays" / "case.png").is_file()

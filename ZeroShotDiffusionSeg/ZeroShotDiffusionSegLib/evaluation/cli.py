@@ -1,0 +1,242 @@
+"""``zsdseg eval``: accuracy on a folder of images or volumes with ground truth.
+
+Per case: the deployed selection (the prompt's mask, or the segment under a seed at the
+truth's centroid), the oracle selections from the same partition (best single segment by
+Hungarian matching, greedy union), and the weight-free baselines with the same seed. Without
+``--model`` only the baselines run. A case that fails is recorded with its error and the run goes on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import re
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Dict
+
+import numpy as np
+
+from ..engine.types import SegmentationParams
+from ..errors import UserError
+from . import baselines, layouts, report
+from .metrics import case_metrics
+from .oracle import greedy_union, hungarian_segment, per_slice_unique
+from .seeding import seed_at_centroid
+
+MODEL_MODES = ("deployed", "oracle_single", "oracle_union")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("root", help="data set folder")
+    parser.add_argument("--layout", choices=layouts.LAYOUTS, default="pairs", help="how images and masks are arranged (default: pairs)")
+    parser.add_argument("--mask-pattern", default=layouts.DEFAULT_MASK_PATTERN,
+                        help="pairs layout: mask path relative to its image, with {name} and {ext} (default: %(default)s)")
+    parser.add_argument("--wbc-target", choices=layouts.WBC_TARGETS, default="nucleus", help="wbc layout: nucleus or whole cell")
+    parser.add_argument("--model", default=None, help="hub id, local folder or random:tiny|random:sd15; omit for baselines only")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if available)")
+    parser.add_argument("--dtype", default=None, help="fp32, fp16, bf16 (default: fp16 on CUDA, fp32 on CPU)")
+    parser.add_argument("--prompt", default=None, help='text prompt for the deployed selection, e.g. "breast tumor"')
+    parser.add_argument("--selection", choices=("prompt", "seed"), default=None,
+                        help="deployed selection (default: prompt if --prompt is given, else a seed at the truth's centroid)")
+    parser.add_argument("--no-baselines", action="store_true", help="skip the Otsu and k-means baselines")
+    parser.add_argument("--kmeans-clusters", type=int, default=baselines.KMEANS_CLUSTERS, help="k of the k-means baseline")
+    parser.add_argument("--kl-threshold", type=float, default=SegmentationParams.kl_threshold)
+    parser.add_argument("--timestep", type=int, default=SegmentationParams.timestep)
+    parser.add_argument("--selection-threshold", type=float, default=SegmentationParams.selection_threshold)
+    parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N cases (natural order)")
+    parser.add_argument("--out", default="zsdseg-eval", help="output folder for report.md, results.json, overlays/")
+    parser.add_argument("--no-overlays", action="store_true", help="do not write an overlay PNG per case")
+
+
+def _file_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._()+-]+", "_", name)
+
+
+def _load_segmenter(args):
+    from ..engine import DiffusionSegmenter, load_backbone
+
+    return DiffusionSegmenter(load_backbone(args.model, device=args.device, dtype=args.dtype))
+
+
+def _baseline_predictions(image, seed, is_volume, clusters) -> Dict[str, np.ndarray]:
+    if seed is None:  # empty truth: no click to give, so the seeded baselines select nothing
+        shape = image.shape if is_volume else image.shape[:2]
+        return {"otsu": np.zeros(shape, dtype=bool), "kmeans": np.zeros(shape, dtype=bool),
+                "whole_image": baselines.whole_image(image, seed, is_volume)}
+    return {
+        "otsu": baselines.otsu_seed(image, seed, is_volume),
+        "kmeans": baselines.kmeans_seed(image, seed, is_volume, clusters),
+        "whole_image": baselines.whole_image(image, seed, is_volume),
+    }
+
+
+def _model_predictions_2d(segmenter, image, truth, seed, selection, prompt, params):
+    if selection == "prompt":
+        result = segmenter.segment_batch([image], prompt=prompt, params=params)[0]
+    else:
+        seeds = [[(seed[1], seed[0])]] if seed is not None else None  # engine seeds are (x=col, y=row)
+        result = segmenter.segment_batch([image], seeds=seeds, params=params)[0]
+    deployed = result.mask if result.mask is not None else np.zeros(truth.shape, dtype=bool)
+    return {
+        "deployed": np.asarray(deployed, dtype=bool),
+        "oracle_single": hungarian_segment(result.labels, truth)[0],
+        "oracle_union": greedy_union(result.labels, truth)[0],
+    }, {"timings": dict(result.timings), "segments": int(np.unique(result.labels).size)}
+
+
+def _model_predictions_3d(segmenter, case, truth, seed, selection, prompt, params, work_dir: Path):
+    """Deployed: the volume pipeline with the prompt or a seed at the truth's centroid. Oracle: the
+    pipeline's unsupervised run (every segmented slice's regions; the empty prompt conditions the
+    pass, the prompt only picks the CT window), ids made distinct per slice, matched in 3-D."""
+    import SimpleITK as sitk
+
+    from ..volume import VolumeRequest, run_volume
+    from ..volume.geometry import voxel_to_physical
+
+    def labels_of(result) -> np.ndarray:
+        return sitk.GetArrayFromImage(sitk.ReadImage(str(result.files["labels"])))
+
+    details: dict = {}
+    if selection == "prompt" or seed is not None:
+        if selection == "prompt":
+            request = VolumeRequest(prompt=prompt, mode="prompt", params=params)
+        else:
+            image = sitk.ReadImage(str(case.image_path))
+            point = voxel_to_physical(image, tuple(reversed(seed)))  # numpy (k, j, i) -> ITK (i, j, k)
+            request = VolumeRequest(mode="seed", seeds=[point], coordinate_space="LPS", params=params)
+        result = run_volume(case.image_path, work_dir / "deployed", segmenter, request)
+        deployed = labels_of(result) != 0
+        details.update(timings=dict(result.timings), messages=list(result.messages))
+    else:  # empty truth and no prompt: no click to give, nothing selected
+        deployed = np.zeros(truth.shape, dtype=bool)
+    unsupervised = run_volume(case.image_path, work_dir / "partition", segmenter,
+                              VolumeRequest(prompt=prompt, mode="unsupervised", params=params))
+    provenance = json.loads(Path(unsupervised.files["provenance"]).read_text())
+    slice_axis = 2 - "ijk".index(provenance["slicing"]["axis"])  # ITK axis a is numpy axis 2 - a
+    partition = per_slice_unique(labels_of(unsupervised), axis=slice_axis)  # 0 = not segmented: one region per slice
+    details["segments"] = int(np.unique(partition).size)
+    return {
+        "deployed": deployed,
+        "oracle_single": hungarian_segment(partition, truth)[0],
+        "oracle_union": greedy_union(partition, truth)[0],
+    }, details
+
+
+def _volume_intensity(case) -> np.ndarray:
+    import SimpleITK as sitk
+
+    return sitk.GetArrayFromImage(sitk.ReadImage(str(case.image_path))).astype(np.float32)
+
+
+def evaluate_case(case, segmenter, args, params, out_dir: Path) -> dict:
+    """One case's record for results.json: metrics per mode, seed, seconds; raises on failure."""
+    started = time.perf_counter()
+    loaded = layouts.load_case(case)
+    truth = loaded.truth
+    seed = seed_at_centroid(truth)
+    is_volume = case.kind == "volume"
+    image = _volume_intensity(case) if is_volume else loaded.image
+    if is_volume and image.shape != truth.shape:
+        raise UserError(f"{case.name}: image grid {image.shape} differs from label grid {truth.shape}")
+    predictions: Dict[str, np.ndarray] = {}
+    model_details: dict = {}
+    if segmenter is not None:
+        if is_volume:
+            model_predictions, model_details = _model_predictions_3d(
+                segmenter, case, truth, seed, args.selection, args.prompt, params, out_dir / "volumes" / _file_name(case.name))
+        else:
+            model_predictions, model_details = _model_predictions_2d(segmenter, image, truth, seed, args.selection, args.prompt, params)
+        predictions.update(model_predictions)
+    if not args.no_baselines:
+        predictions.update(_baseline_predictions(image, seed, is_volume, args.kmeans_clusters))
+    metrics = {mode: case_metrics(prediction, truth, loaded.spacing) for mode, prediction in predictions.items()}
+    if not args.no_overlays and predictions:
+        _write_case_overlay(out_dir / "overlays" / f"{_file_name(case.name)}.png", image, truth, predictions, seed, is_volume)
+    return {
+        "name": case.name,
+        "status": "ok",
+        "image": str(case.image_path),
+        "masks": [str(p) for p in case.mask_paths],
+        "kind": case.kind,
+        "seed_index": list(seed) if seed is not None else None,
+        "spacing": list(loaded.spacing) if loaded.spacing else None,
+        "metrics": metrics,
+        "model": model_details,
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def _write_case_overlay(path: Path, image, truth, predictions, seed, is_volume) -> None:
+    """2-D: the image. 3-D: the slice (first array axis) through the seed, or the middle one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if is_volume:
+        index = seed[0] if seed is not None else truth.shape[0] // 2
+        report.write_overlay(path, report.window_for_display(image[index]), truth[index],
+                             {mode: p[index] for mode, p in predictions.items()}, seed[1:] if seed is not None else None)
+    else:
+        report.write_overlay(path, image, truth, predictions, seed)
+
+
+def run(args) -> int:
+    from tqdm import tqdm
+
+    if args.selection is None:
+        args.selection = "prompt" if args.prompt else "seed"
+    if args.selection == "prompt" and not args.prompt:
+        raise UserError("--selection prompt needs --prompt TEXT")
+    if args.model is None and args.no_baselines:
+        raise UserError("nothing to evaluate: give --model, or drop --no-baselines")
+    params = SegmentationParams(kl_threshold=args.kl_threshold, timestep=args.timestep, selection_threshold=args.selection_threshold)
+    cases = layouts.discover(args.layout, args.root, args.mask_pattern, args.wbc_target)
+    if args.limit is not None:
+        cases = cases[: max(args.limit, 0)]
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    segmenter = _load_segmenter(args) if args.model else None
+    modes = (list(MODEL_MODES) if segmenter is not None else []) + ([] if args.no_baselines else list(baselines.BASELINES))
+
+    records = []
+    for case in tqdm(cases, desc="zsdseg eval", unit="case", file=sys.stderr):
+        try:
+            records.append(evaluate_case(case, segmenter, args, params, out_dir))
+        except Exception as error:  # noqa: BLE001 -- one bad case must not end a 100-case run
+            message = f"{type(error).__name__}: {error}"
+            tqdm.write(f"zsdseg eval: {case.name} failed: {message}", file=sys.stderr)
+            records.append({"name": case.name, "status": "failed", "image": str(case.image_path), "error": message})
+
+    summary = report.summarize_modes(records, modes)
+    meta = {
+        "dataset": Path(args.root).name,
+        "command": "zsdseg eval " + shlex.join(sys.argv[2:] if len(sys.argv) > 1 and sys.argv[1] == "eval" else sys.argv[1:]),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": report.machine_summary(),
+        "model": args.model,
+        "meaningless": report.is_meaningless(args.model),
+        "device": str(getattr(segmenter, "device", "")) or None,
+        "layout": args.layout,
+        "kind": cases[0].kind,
+        "root": str(args.root),
+        "selection": args.selection,
+        "prompt": args.prompt,
+        "params": params.to_dict(),
+        "modes": modes,
+        "provenance": segmenter.provenance() if segmenter is not None else None,
+    }
+    report.write_results_json(out_dir / "results.json", meta, summary, records)
+    report.write_report_md(out_dir / "report.md", meta, summary, records)
+    _print_summary(summary, records, out_dir, meta["meaningless"])
+    return 0 if any(r["status"] == "ok" for r in records) else 1
+
+
+def _print_summary(summary, records, out_dir: Path, meaningless: bool) -> None:
+    failed = sum(1 for r in records if r["status"] != "ok")
+    if meaningless:
+        print("meaningless: random weights")
+    for mode, metrics in summary.items():
+        dice = metrics["dice"]
+        print(f"{mode:14s} Dice {dice['mean']:.3f} ± {dice['sd']:.3f}  median {dice['median']:.3f}  n={dice['n']}")
+    print(f"{len(records) - failed} cases evaluated, {failed} failed; report: {out_dir / 'report.md'}")

@@ -1,0 +1,175 @@
+"""What ``zsdseg eval`` writes: results.json (everything, per case and per set), report.md (the
+per-set table a person reads) and one overlay PNG per case (ground truth green, prediction red,
+seed yellow; one panel per selection mode)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from .metrics import surface
+from .statistics import summarize
+
+METRICS = ("dice", "iou", "hd95")
+MODE_TITLES = {
+    "deployed": "deployed (what a user gets)",
+    "oracle_single": "oracle: best single segment (Hungarian)",
+    "oracle_union": "oracle: greedy union of segments",
+    "otsu": "baseline: Otsu + component under seed",
+    "kmeans": "baseline: k-means + component under seed",
+    "whole_image": "floor: whole image as lesion",
+}
+CONVENTIONS = (
+    "Empty masks: both empty -> Dice 1, IoU 1, HD95 0; exactly one empty -> Dice 0, IoU 0, HD95 undefined "
+    "(left out of the HD95 statistics and counted as 'undefined'). HD95 = max of the two directed 95th-percentile "
+    "surface distances, in mm for volumes and in pixels for 2-D images. Statistics: mean ± sample sd, median, "
+    "95% percentile-bootstrap interval of the mean (2000 resamples, seed 0). Deployed seed and baselines: one seed "
+    "at the ground truth's centroid (nearest lesion pixel if the centroid is outside). Oracle modes pick segments "
+    "with the ground truth and are a ceiling, not an achievable result."
+)
+MEANINGLESS = "**meaningless: random weights** — this model has random weights; its numbers only prove the harness runs."
+
+
+def machine_summary() -> str:
+    """The machine a number was measured on, in one line (OS, CPU count, GPU if torch sees one)."""
+    import os
+    import platform
+
+    text = f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+    try:
+        import torch
+
+        text += f", torch {torch.__version__}"
+        if torch.cuda.is_available():
+            text += f", {torch.cuda.get_device_name(0)}"
+        else:
+            text += ", no GPU"
+    except ImportError:
+        pass
+    return text
+
+
+def is_meaningless(model_id: Optional[str]) -> bool:
+    return bool(model_id) and str(model_id).startswith("random:")
+
+
+def summarize_modes(cases: Sequence[dict], modes: Sequence[str]) -> Dict[str, Dict[str, dict]]:
+    """Per mode and metric, the summary over the cases that finished."""
+    finished = [case for case in cases if case.get("status") == "ok"]
+    return {
+        mode: {metric: summarize(case["metrics"][mode][metric] for case in finished if mode in case["metrics"]) for metric in METRICS}
+        for mode in modes
+    }
+
+
+def _json_safe(value):
+    """NaN is not JSON; write null so any JSON reader can load the file."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, np.generic):
+        return _json_safe(value.item())
+    return value
+
+
+def write_results_json(path: Path, meta: dict, summary: dict, cases: Sequence[dict]) -> None:
+    document = {"meta": meta, "conventions": CONVENTIONS, "summary": summary, "cases": list(cases)}
+    Path(path).write_text(json.dumps(_json_safe(document), indent=2) + "\n")
+
+
+def write_report_md(path: Path, meta: dict, summary: dict, cases: Sequence[dict]) -> None:
+    lines: List[str] = [f"# Evaluation: {meta.get('dataset', '')}", ""]
+    if meta.get("meaningless"):
+        lines += [MEANINGLESS, ""]
+    for key in ("command", "date", "machine", "model", "device", "layout", "root", "selection", "prompt"):
+        if meta.get(key) is not None:
+            lines.append(f"- {key}: `{meta[key]}`")
+    n_ok = sum(1 for c in cases if c.get("status") == "ok")
+    lines += [f"- cases: {n_ok} evaluated, {len(cases) - n_ok} failed", ""]
+    unit = "mm" if meta.get("kind") == "volume" else "px"
+    lines += [
+        f"| mode | n | Dice mean ± sd | Dice median | Dice 95% CI | IoU mean ± sd | IoU median | HD95 ({unit}) median | HD95 undefined |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for mode, metrics in summary.items():
+        lines.append(f"| {MODE_TITLES.get(mode, mode)} | {summary_row(metrics)} |")
+    lines += ["", CONVENTIONS, ""]
+    failed = [c for c in cases if c.get("status") != "ok"]
+    if failed:
+        lines += ["## Failed cases", ""] + [f"- `{c['name']}`: {c.get('error', '')}" for c in failed] + [""]
+    Path(path).write_text("\n".join(lines))
+
+
+def summary_row(metrics: dict, digits: int = 3) -> str:
+    """The table cells of one mode: n, Dice mean ± sd, median, CI, IoU mean ± sd, median, HD95 median, undefined."""
+    def number(value, d=digits):
+        return "n/a" if value is None or not math.isfinite(value) else f"{value:.{d}f}"
+
+    dice, iou, hd95 = metrics["dice"], metrics["iou"], metrics["hd95"]
+    return " | ".join([
+        str(dice["n"]),
+        f"{number(dice['mean'])} ± {number(dice['sd'])}",
+        number(dice["median"]),
+        f"{number(dice['ci_low'])}–{number(dice['ci_high'])}",
+        f"{number(iou['mean'])} ± {number(iou['sd'])}",
+        number(iou["median"]),
+        number(hd95["median"], 1),
+        str(hd95["n_undefined"]),
+    ])
+
+
+def _to_rgb8(image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image, dtype=np.float64)
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=2)
+    return (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def window_for_display(array: np.ndarray) -> np.ndarray:
+    """Any-range slice to [0, 1] by its 1st-99th percentiles, for overlays of CT and MR."""
+    low, high = np.percentile(array, [1, 99])
+    return np.clip((array - low) / (high - low), 0.0, 1.0) if high > low else np.zeros_like(array, dtype=np.float64)
+
+
+def overlay_panel(image: np.ndarray, truth: np.ndarray, prediction: Optional[np.ndarray], seed_rc=None) -> np.ndarray:
+    """RGB uint8: the image with the truth's outline in green, the prediction's in red, the seed in yellow."""
+    rgb = _to_rgb8(image).copy()
+    if prediction is not None:
+        rgb[surface(np.asarray(prediction, dtype=bool))] = (255, 40, 40)
+    rgb[surface(np.asarray(truth, dtype=bool))] = (40, 220, 40)
+    if seed_rc is not None:
+        row, col = seed_rc
+        arm = max(2, min(rgb.shape[:2]) // 60)
+        rgb[max(row - arm, 0) : row + arm + 1, col] = (255, 230, 0)
+        rgb[row, max(col - arm, 0) : col + arm + 1] = (255, 230, 0)
+    return rgb
+
+
+def write_overlay(path: Path, image: np.ndarray, truth: np.ndarray, predictions: Dict[str, np.ndarray], seed_rc=None) -> None:
+    """One panel per mode side by side, each titled with the mode's name."""
+    from PIL import Image, ImageDraw
+
+    title_height = 14
+    panels = []
+    for mode, prediction in predictions.items():
+        panel = Image.fromarray(overlay_panel(image, truth, prediction, seed_rc))
+        titled = Image.new("RGB", (panel.width, panel.height + title_height), (0, 0, 0))
+        titled.paste(panel, (0, title_height))
+        ImageDraw.Draw(titled).text((2, 1), mode, fill=(255, 255, 255))
+        panels.append(titled)
+    width = sum(p.width for p in panels) + 2 * (len(panels) - 1)
+    sheet = Image.new("RGB", (width, panels[0].height), (255, 255, 255))
+    x = 0
+    for panel in panels:
+        sheet.paste(panel, (x, 0))
+        x += panel.width + 2
+    sheet.save(path)
