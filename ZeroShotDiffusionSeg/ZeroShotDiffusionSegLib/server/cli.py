@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 import logging
 from pathlib import Path
@@ -12,16 +11,18 @@ from ..errors import UserError
 
 log = logging.getLogger("zsdseg.server")
 
-DEFAULT_MODEL = "CompVis/stable-diffusion-v1-4"
 LOOPBACK_NAMES = ("localhost",)
 
 
 def add_arguments(parser) -> None:
+    from ..engine.backbone import DEFAULT_MODEL
+
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; anything else needs --token-file)")
     parser.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
     parser.add_argument("--token-file", type=Path, help="file with one token per line, or name:token; clients send 'Authorization: Bearer <token>'")
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"hub id or local diffusers folder (default {DEFAULT_MODEL})")
-    parser.add_argument("--device", default="auto", help="cuda, cuda:1, cpu, mps or auto (default)")
+    parser.add_argument("--device", default="auto", help="auto (GPU if visible), cpu, cuda, cuda:N")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "fp32", "fp16", "bf16"], help="auto: fp16 on GPU, fp32 on CPU")
     parser.add_argument("--max-upload-mb", type=float, default=512.0, help="largest accepted upload in MB (default 512 = 512e6 bytes)")
     parser.add_argument("--max-voxels", type=int, default=512 * 512 * 2048, help="largest accepted volume in voxels (default 512*512*2048)")
     parser.add_argument("--result-ttl", type=float, default=3600.0, help="seconds a finished job's results are kept (default 3600)")
@@ -51,7 +52,10 @@ def build_executor(segmenter):
     """What runs one job: ``run_volume`` with this segmenter, exactly as a local run does."""
     from ..volume import run_volume
 
-    return functools.partial(run_volume, segmenter=segmenter)
+    def execute(input_path, out_dir, request, progress=None, cancel=None):
+        return run_volume(input_path, out_dir, segmenter, request, progress=progress, cancel=cancel)
+
+    return execute
 
 
 def engine_info_provider(segmenter, device: str):
@@ -94,7 +98,7 @@ def run(args) -> int:
     log.info("loading %s on %s (%d worker%s)", args.model, args.device, args.workers, "s" if args.workers > 1 else "")
     # One model copy per worker: a segmenter's attention hooks hold per-run state, so two
     # jobs must not share one at the same time.
-    segmenters = [DiffusionSegmenter(load_backbone(args.model, device=args.device)) for _ in range(args.workers)]
+    segmenters = [DiffusionSegmenter(load_backbone(args.model, device=args.device, dtype=args.dtype)) for _ in range(args.workers)]
     settings = ServerSettings(
         tokens=tokens,
         max_upload_bytes=int(args.max_upload_mb * 1e6),

@@ -1,0 +1,86 @@
+"""The server with the real engine (random:tiny) and the real run_volume: what comes back
+over HTTP equals a local run byte for byte, apart from timings and the input's path."""
+
+import json
+
+import pytest
+
+from ZeroShotDiffusionSegLib.server.cli import build_executor, engine_info_provider
+from ZeroShotDiffusionSegLib.server.client import ServerClient, run_remote_job
+from ZeroShotDiffusionSegLib.volume import run_volume
+from ZeroShotDiffusionSegLib.volume.request import VolumeRequest
+from test_server_support import TOKENS, leftover_files, make_volume, start_server
+
+
+def comparable_provenance(path):
+    """Provenance without what legitimately differs between two runs of the same job: the
+    stage timings, and the input's path (the server reads its own private copy; the
+    checksum, size and geometry beside it must still agree)."""
+    data = json.loads(path.read_text())
+    data["runtime"].pop("timings_s")
+    data["runtime"].pop("engine_timings_s")
+    data["input"].pop("path")
+    return data
+
+
+def test_round_trip_with_random_tiny_equals_a_local_run(tmp_path, tiny_segmenter):
+    volume = make_volume(tmp_path / "ct.nii.gz", seed=3, shape=(2, 24, 24))  # two slices: one engine pass each
+    request = VolumeRequest(prompt="liver tumor", batch_size=1)
+    local = run_volume(volume, tmp_path / "local", tiny_segmenter, request)
+    executor = build_executor(tiny_segmenter)
+    with start_server(tmp_path, executors=[executor], info=engine_info_provider(tiny_segmenter, "cpu")) as server, \
+            ServerClient(server.url, token=TOKENS["bob"]) as client:
+        info = client.handshake()
+        assert info["model_id"] == "random:tiny" and info["device"] == "cpu" and info["gpu_memory"] is None
+        assert info["provenance"]["weight_sha256"] == tiny_segmenter.provenance()["weight_sha256"]
+        remote = run_remote_job(client, volume, tmp_path / "remote", request, poll_s=0.5)
+        work_root = server.app.state.jobs.work_root
+        assert leftover_files(work_root) == []
+    for name in ("labels", "score", "lesions"):
+        assert remote.files[name].read_bytes() == local.files[name].read_bytes(), name
+    assert comparable_provenance(remote.files["provenance"]) == comparable_provenance(local.files["provenance"])
+    assert remote.lesions == json.loads(json.dumps(local.lesions)) and remote.messages == local.messages
+    assert not work_root.exists()
+
+
+def test_zsdseg_serve_starts_serves_and_cleans_up_on_sigint(tmp_path):
+    """The real command line: token file, model loaded once at start, /info, and on Ctrl-C a
+    clean exit that leaves no temporary files."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    token_file = tmp_path / "tokens"
+    token_file.write_text(f"alice:{TOKENS['alice']}\n")
+    token_file.chmod(0o600)
+    with socket.socket() as probe:  # a free port; the tiny window before serve binds it is acceptable here
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "ZeroShotDiffusionSegLib.cli", "serve", "--model", "random:tiny", "--device", "cpu",
+               "--port", str(port), "--token-file", str(token_file), "--work-dir", str(tmp_path / "work")]
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.poll() is None, server.stdout.read()
+            assert time.monotonic() < deadline, "zsdseg serve did not come up"
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.3)
+        info = httpx.get(f"http://127.0.0.1:{port}/info", headers={"Authorization": f"Bearer {TOKENS['alice']}"}).json()
+        assert (info["model_id"], info["device"], info["workers"]) == ("random:tiny", "cpu", 1)
+        assert len(os.listdir(tmp_path / "work")) == 1  # the server's private directory
+    finally:
+        server.send_signal(signal.SIGINT)
+        output = server.communicate(timeout=60)[0]
+    assert server.returncode == 0, output
+    assert "serving on http://127.0.0.1" in output and TOKENS["alice"] not in output
+    assert os.listdir(tmp_path / "work") == []
