@@ -19,7 +19,7 @@ from slicer.util import VTKObservationMixin
 
 from ZeroShotDiffusionSegLib.errors import UserError
 from ZeroShotDiffusionSegLib.slicer import mrml, panel, setup_state
-from ZeroShotDiffusionSegLib.slicer.messages import explain, worker_crash_message
+from ZeroShotDiffusionSegLib.slicer.messages import explain, no_gpu_message, worker_crash_message
 from ZeroShotDiffusionSegLib.slicer.results import TABLE_HEADERS, table_cells
 from ZeroShotDiffusionSegLib.slicer.terminology import load_presets
 
@@ -165,9 +165,19 @@ class ZeroShotDiffusionSegWidget(ScriptedLoadableModuleWidget, VTKObservationMix
             elif event.kind in ("log", "ready"):
                 self.log(event.message or f"Engine ready: {event.info}")
                 self.ui.engineStatusLabel.text = self.logic.runner.describe()
+                if event.kind == "ready" and str(event.info.get("device", "")).startswith("cpu"):
+                    self.offerCpu()
             elif event.final:
                 self.setRunning(False)
                 self.onFinished(event)
+
+    def offerCpu(self):
+        """No GPU was found although the user did not ask for the CPU: say how long it takes, let them stop."""
+        if self._parameterNode.device == "CPU" or slicer.app.testingEnabled():
+            return
+        message = no_gpu_message(self.logic.pending.volume.GetImageData().GetDimensions()[2])
+        if not slicer.util.confirmOkCancelDisplay(message.text + " Continue on the CPU?", windowTitle=message.title):
+            self.logic.cancel()
 
     def onFinished(self, event):
         if event.kind == "done":

@@ -28,6 +28,8 @@ def test_out_of_memory_suggests_roi_or_cpu():
 def test_gpu_problems_offer_cpu():
     message = explain("CUDA is not available: PyTorch sees no GPU (choose device CPU, ...)")
     assert message.title == "GPU not usable" and message.actions == [OFFER_CPU]
+    engine_says = "device 'cuda' was asked for, but torch 2.13.0+cpu sees no CUDA GPU; use --device cpu"
+    assert explain(engine_says).actions == [OFFER_CPU]
     assert explain("RuntimeError: CUDA error: no kernel image is available for execution").title == "GPU not usable"
 
 

@@ -66,7 +66,7 @@ _RULES = [
      "The GPU (or RAM) ran out of memory. Draw an ROI around the tumour, lower the batch size "
      "in Advanced, or run on the CPU.",
      [OFFER_ROI, OFFER_CPU]),
-    (re.compile(r"no CUDA GPUs are available|CUDA is not available|Torch not compiled with CUDA|"
+    (re.compile(r"no CUDA GPUs are available|CUDA is not available|sees no CUDA GPU|Torch not compiled with CUDA|"
                 r"no kernel image is available|CUDA driver", re.I),
      "GPU not usable",
      "PyTorch cannot use the GPU (no GPU, or a PyTorch build that does not match the driver). "
