@@ -159,6 +159,8 @@ class ZeroShotDiffusionSegWidget(ScriptedLoadableModuleWidget, VTKObservationMix
 
     def onTimer(self):
         for event in self.logic.poll():
+            if event.job_id not in (None, self.logic.jobId):
+                continue  # late events of a run that was cancelled
             if event.kind == "progress":
                 self.ui.progressBar.value = int(100 * (event.fraction or 0))
                 self.ui.progressBar.setFormat(panel.format_progress(event.stage, event.fraction, event.eta_s, event.message))
@@ -249,7 +251,7 @@ class ZeroShotDiffusionSegLogic(ScriptedLoadableModuleLogic):
     def __init__(self, runnerFactory=None):
         ScriptedLoadableModuleLogic.__init__(self)
         self.runnerFactory = runnerFactory or (lambda s: panel.create_runner(s, pythonExecutable(), [MODULE_DIR]))
-        self.runner, self.runnerKey, self.pending, self.result, self.workDir = None, None, None, None, None
+        self.runner, self.runnerKey, self.pending, self.result, self.workDir, self.jobId = (None,) * 6
         self.uploadConsent = set()  # server URLs the user agreed to send volumes to, this session
 
     def getParameterNode(self):
@@ -310,7 +312,8 @@ class ZeroShotDiffusionSegLogic(ScriptedLoadableModuleLogic):
         inputPath = os.path.join(self.workDir, "input.nrrd")
         slicer.util.exportNode(p.inputVolume, inputPath)
         self.pending = mrml.ResultImporter(p.inputVolume, p.outputSegmentation, request, presets)
-        return self.runner.start(inputPath, os.path.join(self.workDir, "result"), request)
+        self.jobId = self.runner.start(inputPath, os.path.join(self.workDir, "result"), request).job_id
+        return self.jobId
 
     def poll(self):
         return self.runner.poll() if self.runner else []

@@ -202,3 +202,13 @@ def test_for_model_builds_the_worker_command_and_environment(tmp_path):
     assert runner.env["HF_HUB_OFFLINE"] == "1", "a local model folder must work offline"
     hub = LocalWorkerRunner.for_model("python", "CompVis/stable-diffusion-v1-4", dtype="float16", env={})
     assert hub.command[-2:] == ["--dtype", "float16"] and "HF_HUB_OFFLINE" not in hub.env
+
+
+def test_cancel_then_immediate_restart_keeps_each_jobs_events_apart(runner, input_volume, tmp_path):
+    first = runner.start(str(input_volume), str(tmp_path / "s1"), VolumeRequest(prompt="slow"))
+    runner.cancel()
+    second = runner.start(str(input_volume), str(tmp_path / "s2"), VolumeRequest(prompt="quick"))
+    events = wait_until(runner, lambda events: any(e.kind == "done" for e in events))
+    assert [(e.kind, e.job_id) for e in events if e.final] == [("cancelled", first.job_id), ("done", second.job_id)]
+    after_cancel = events[[e.kind for e in events].index("cancelled") + 1:]
+    assert {e.job_id for e in after_cancel if e.kind == "progress"} == {second.job_id}

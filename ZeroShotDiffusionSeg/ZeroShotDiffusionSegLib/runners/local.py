@@ -179,12 +179,12 @@ class LocalWorkerRunner(Runner):
     def start(self, input_path: str, out_dir: str, request: VolumeRequest) -> JobHandle:
         if self._job is not None:
             raise UserError("a segmentation is already running; cancel it first")
+        job = JobHandle(str(input_path), str(out_dir))
         if not self.worker_alive:
             self._stop_process()
             self._start_process()
-            self._pending.append(RunnerEvent("progress", stage="starting engine", fraction=0.0,
+            self._pending.append(RunnerEvent("progress", job.job_id, stage="starting engine", fraction=0.0,
                                              message="loading the model (first run only)"))
-        job = JobHandle(str(input_path), str(out_dir))
         try:
             self._process.stdin.write(encode_job(job.job_id, job.input_path, job.out_dir, request) + "\n")
             self._process.stdin.flush()
@@ -192,8 +192,6 @@ class LocalWorkerRunner(Runner):
             # The worker died before reading; its closed pipes make poll() report a crash of this job.
             pass
         self._job = job
-        for event in self._pending:
-            event.job_id = job.job_id
         return job
 
     def cancel(self) -> None:
