@@ -74,6 +74,16 @@ def test_model_load_failure_is_a_single_fatal_line_and_exit_code_2(tmp_path):
                           "message": "weights for fake:fail not found; download them or choose a local folder"}
 
 
+def test_cli_dispatches_worker_and_defaults_agree_with_the_engine():
+    from ZeroShotDiffusionSegLib import cli, worker
+    from ZeroShotDiffusionSegLib.engine import DEFAULT_MODEL
+    from ZeroShotDiffusionSegLib.slicer import panel
+
+    args = cli.build_parser("worker").parse_args(["worker", "--device", "cpu"])
+    assert args._run is worker.run and (args.model, args.device, args.dtype) == (DEFAULT_MODEL, "cpu", None)
+    assert worker.DEFAULT_MODEL == DEFAULT_MODEL == panel.DEFAULT_MODEL
+
+
 def _pipeline_available():
     try:
         from ZeroShotDiffusionSegLib.volume import pipeline  # noqa: F401

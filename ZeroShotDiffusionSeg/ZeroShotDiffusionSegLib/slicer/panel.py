@@ -12,9 +12,8 @@ from typing import List, Optional, Sequence, Tuple
 from ..engine.types import SegmentationParams
 from ..errors import UserError
 from ..volume.request import VolumeRequest
+from ..worker import DEFAULT_MODEL  # noqa: F401  (the panel's default model is the worker's)
 from .terminology import normalize_prompt
-
-DEFAULT_MODEL = "CompVis/stable-diffusion-v1-4"
 
 # Combo-box text -> request value. The order is the order in the panel.
 MODES = {"Text prompt": "prompt", "Seed points": "seed", "Unsupervised regions": "unsupervised"}
