@@ -161,3 +161,16 @@ def test_sigterm_stops_after_the_batch_with_exit_130_and_no_outputs(volume_path,
     assert process.returncode == 130, err
     assert "stopping after the current batch" in err and "cancelled" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["run.py", "segmenting", "sphere.nrrd"])
+
+
+def test_the_terminal_bar_follows_the_events(capsys):
+    from ZeroShotDiffusionSegLib.progress import ProgressEvent
+    from ZeroShotDiffusionSegLib.volume.cli import _progress_printer
+
+    show, close = _progress_printer("bar")
+    for stage, fraction in [("read", 0.1), ("segment", 0.55), ("done", 1.0)]:
+        show(ProgressEvent(stage, fraction, 1.0))
+    close()
+    err = capsys.readouterr().err
+    assert "segment:  55%" in err and "done: 100%" in err
+    assert _progress_printer("none")[0] is None

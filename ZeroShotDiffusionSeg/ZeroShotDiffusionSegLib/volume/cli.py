@@ -15,7 +15,7 @@ import sys
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import Callable
 
 from ..errors import UserError
 from ..progress import ProgressEvent
@@ -158,8 +158,9 @@ def _progress_printer(kind: str):
         bar = tqdm(total=100, file=sys.stderr, unit="%", bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}")
 
         def show(event: ProgressEvent) -> None:
-            bar.set_description_str(event.stage)
-            bar.update(int(round(event.fraction * 100)) - bar.n)
+            bar.set_description_str(event.stage, refresh=False)
+            bar.n = int(round(event.fraction * 100))
+            bar.refresh()
         return show, bar.close
     return None, lambda: None
 

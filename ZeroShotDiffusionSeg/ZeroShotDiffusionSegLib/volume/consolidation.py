@@ -129,52 +129,45 @@ def _longest_in_plane_distance(points_ij: np.ndarray, to_mm: np.ndarray) -> floa
     return float(pdist(points_ij @ to_mm.T).max())
 
 
-def longest_axial_diameters(labels: np.ndarray, image: sitk.Image, axial_axis: int, count: int) -> np.ndarray:
-    """Per lesion, the longest distance between two voxel centres lying in one axial slice (mm)."""
-    columns = np.asarray(image.GetDirection()).reshape(3, 3) * np.asarray(image.GetSpacing())  # index step -> mm
-    in_plane = [a for a in range(3) if a != axial_axis]
-    to_mm = columns[:, in_plane]
-    numpy_axis = 2 - axial_axis
-    diameters = np.zeros(count + 1)
-    for lesion, box in enumerate(ndimage.find_objects(labels, max_label=count), start=1):
-        if box is None:
+def _longest_axial_diameter(lesion: np.ndarray, to_mm: np.ndarray, numpy_axis: int) -> float:
+    """Longest distance (mm) between two voxel centres of a boolean lesion crop lying in one axial slice."""
+    longest = 0.0
+    for position in range(lesion.shape[numpy_axis]):
+        plane = np.take(lesion, position, axis=numpy_axis)
+        if not plane.any():
             continue
-        sub = labels[box] == lesion
-        for position in range(sub.shape[numpy_axis]):
-            plane = np.take(sub, position, axis=numpy_axis)
-            if not plane.any():
-                continue
-            edge = plane & ~ndimage.binary_erosion(plane)
-            rows, cols = np.nonzero(edge)
-            # Plane axes in numpy order are the in-plane ITK axes in decreasing order.
-            points_ij = np.stack([cols, rows], axis=1).astype(float)
-            diameters[lesion] = max(diameters[lesion], _longest_in_plane_distance(points_ij, to_mm))
-    return diameters
+        rows, cols = np.nonzero(plane & ~ndimage.binary_erosion(plane))  # the farthest pair lies on the edge
+        # Plane axes in numpy order are the in-plane ITK axes in decreasing order: columns first.
+        longest = max(longest, _longest_in_plane_distance(np.stack([cols, rows], axis=1).astype(float), to_mm))
+    return longest
 
 
 def lesion_table(labels: np.ndarray, score: np.ndarray, image: sitk.Image, axial_axis: int) -> List[dict]:
-    """One row per lesion, the columns of lesions.csv (values rounded to fixed decimals, so the CSV is stable)."""
+    """One row per lesion, the columns of lesions.csv (values rounded to fixed decimals, so the CSV is stable).
+
+    Each lesion is measured inside its bounding box only, so the cost follows the lesions, not the volume.
+    """
     count = int(labels.max()) if labels.size else 0
-    if count == 0:
-        return []
-    lesion_ids = np.arange(1, count + 1)
-    voxels = np.bincount(labels.reshape(-1), minlength=count + 1)
-    mean_scores = ndimage.mean(score, labels, lesion_ids)
-    centres_kji = ndimage.center_of_mass(np.ones(labels.shape, dtype=np.uint8), labels, lesion_ids)
+    columns = np.asarray(image.GetDirection()).reshape(3, 3) * np.asarray(image.GetSpacing())  # index step -> mm
+    to_mm = columns[:, [a for a in range(3) if a != axial_axis]]
     voxel_ml = float(np.prod(image.GetSpacing())) / 1000.0
-    diameters = longest_axial_diameters(labels, image, axial_axis, count)
     rows = []
-    for lesion in range(1, count + 1):
-        n = int(voxels[lesion])
-        lps = continuous_index_to_physical(image, centres_kji[lesion - 1][::-1])
+    for lesion, box in enumerate(ndimage.find_objects(labels, max_label=count), start=1):
+        if box is None:
+            continue
+        inside = labels[box] == lesion
+        n = int(inside.sum())
+        offset_kji = np.array([part.start for part in box], dtype=float)
+        centre_kji = np.array([axis.mean() for axis in np.nonzero(inside)]) + offset_kji
+        lps = continuous_index_to_physical(image, centre_kji[::-1])
         ras = lps_to_ras(lps)
         rows.append({
             "id": lesion,
             "voxels": n,
             "volume_ml": round(n * voxel_ml, 6),
-            "longest_axial_diameter_mm": round(float(diameters[lesion]), 2),
+            "longest_axial_diameter_mm": round(_longest_axial_diameter(inside, to_mm, 2 - axial_axis), 2),
             "centroid_ras_x": round(ras[0], 2), "centroid_ras_y": round(ras[1], 2), "centroid_ras_z": round(ras[2], 2),
             "centroid_lps_x": round(lps[0], 2), "centroid_lps_y": round(lps[1], 2), "centroid_lps_z": round(lps[2], 2),
-            "mean_score": round(float(mean_scores[lesion - 1]), 4),
+            "mean_score": round(float(score[box][inside].mean(dtype=np.float64)), 4),
         })
     return rows
