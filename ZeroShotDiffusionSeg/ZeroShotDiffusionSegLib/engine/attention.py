@@ -2,8 +2,10 @@
 stock one while averaging the attention probabilities over heads into a per-resolution store.
 
 Stock processors (SDPA, xformers) never materialise the probabilities, so capture needs an
-explicit softmax (algorithms.md §1.6.1). Heads are processed one at a time and summed on the fly
-in fp32: holding every head of a 64x64 layer would cost 8 x 4096² x 4 B = 537 MB per image.
+explicit softmax (algorithms.md §1.6.1). Probabilities are computed in blocks of query rows and
+their head-mean is added in place to one fp32 sum per resolution: holding every head of a 64x64
+layer would cost 8 x 4096² x 4 B = 537 MB per image, and writing it out to memory and reading it
+back per head would cost more time than the matrix products themselves.
 """
 
 from __future__ import annotations
@@ -14,6 +16,11 @@ from contextlib import contextmanager
 from typing import Dict, Optional, Sequence
 
 import torch
+
+# Query rows per block are chosen so that one block of scores holds about this many floats: 16 MB fits
+# a CPU's cache hierarchy; a GPU prefers fewer, larger kernels.
+_BLOCK_ELEMENTS_CPU = 4 * 1024 * 1024
+_BLOCK_ELEMENTS_CUDA = 64 * 1024 * 1024
 
 
 class AttentionStore:
@@ -30,20 +37,13 @@ class AttentionStore:
         self.self_layers: Counter = Counter()
         self.cross_layers: Counter = Counter()
 
-    @staticmethod
-    def _accumulate(sums: Dict[int, torch.Tensor], side: int, value: torch.Tensor) -> None:
-        if side in sums:
-            sums[side].add_(value)
-        else:
-            sums[side] = value.clone()
-
-    def add(self, side: int, is_cross: bool, head_mean: torch.Tensor) -> None:
-        if is_cross:
-            self._accumulate(self._cross_sum, side, head_mean)
-            self.cross_layers[side] += 1
-        else:
-            self._accumulate(self._self_sum, side, head_mean)
-            self.self_layers[side] += 1
+    def accumulator(self, side: int, is_cross: bool, shape, device) -> torch.Tensor:
+        """The fp32 running sum that one more layer at ``side`` adds its head-mean into."""
+        sums, layers = (self._cross_sum, self.cross_layers) if is_cross else (self._self_sum, self.self_layers)
+        if side not in sums:
+            sums[side] = torch.zeros(shape, dtype=torch.float32, device=device)
+        layers[side] += 1
+        return sums[side]
 
     def self_attention(self) -> Dict[int, torch.Tensor]:
         """side -> (B, N, N), averaged over the layers of that resolution (rows sum to 1)."""
@@ -95,9 +95,7 @@ class CapturingAttnProcessor:
         if attn.norm_k is not None:
             key = attn.norm_k(key)
 
-        hidden_states, head_mean = self._attend(query, key, value, attention_mask, attn.scale, is_cross)
-        self._record(query.shape[2], is_cross, head_mean)
-
+        hidden_states = self._attend(query, key, value, attention_mask, attn.scale, is_cross)
         hidden_states = hidden_states.transpose(1, 2).reshape(batch_size, -1, attn.heads * head_dim).to(query.dtype)
         hidden_states = attn.to_out[0](hidden_states)
         hidden_states = attn.to_out[1](hidden_states)
@@ -108,32 +106,35 @@ class CapturingAttnProcessor:
         return hidden_states / attn.rescale_output_factor
 
     def _attend(self, query, key, value, attention_mask, scale, is_cross):
-        """Per-head softmax(QKᵀ·scale)·V in fp32; returns the output and the head-mean probabilities
-        (all columns for self-attention, the content-token columns for cross-attention)."""
-        heads = query.shape[1]
-        outputs = []
-        head_sum = None
+        """softmax(QKᵀ·scale)·V in fp32, blocked over query rows so that a block of all heads' probabilities
+        stays in cache; each block's head-mean (all columns for self-attention, the content-token columns for
+        cross-attention) is added straight into the store."""
+        batch, heads, tokens, _ = query.shape
+        keys = key.shape[2]
         columns = self.store.token_indices if is_cross else None
-        for head in range(heads):
-            scores = torch.matmul(query[:, head].float(), key[:, head].float().transpose(-1, -2)) * scale
+        target = None
+        if not is_cross or columns is not None:
+            side = math.isqrt(tokens)
+            if side * side != tokens:
+                raise ValueError(f"attention over {tokens} query tokens is not a square latent; capture needs square inputs")
+            width = len(columns) if is_cross else keys
+            target = self.store.accumulator(side, is_cross, (batch, tokens, width), query.device)
+        key_t = key.float().transpose(-1, -2)
+        value = value.float()
+        output = torch.empty((batch, heads, tokens, value.shape[-1]), dtype=torch.float32, device=query.device)
+        budget = _BLOCK_ELEMENTS_CUDA if query.device.type == "cuda" else _BLOCK_ELEMENTS_CPU
+        rows = max(1, budget // (batch * heads * keys))
+        for start in range(0, tokens, rows):
+            block = slice(start, start + rows)
+            scores = torch.matmul(query[:, :, block].float(), key_t).mul_(scale)
             if attention_mask is not None:
-                scores = scores + attention_mask[:, head].float()
+                scores += attention_mask if attention_mask.shape[2] == 1 else attention_mask[:, :, block]
             probs = scores.softmax(dim=-1)
-            outputs.append(torch.matmul(probs, value[:, head].float()))
-            if is_cross and columns is None:
-                continue
-            kept = probs[..., columns] if is_cross else probs
-            head_sum = kept if head_sum is None else head_sum.add_(kept)
-        head_mean = head_sum / heads if head_sum is not None else None
-        return torch.stack(outputs, dim=1), head_mean
-
-    def _record(self, tokens: int, is_cross: bool, head_mean: Optional[torch.Tensor]) -> None:
-        if head_mean is None:
-            return
-        side = math.isqrt(tokens)
-        if side * side != tokens:
-            raise ValueError(f"attention over {tokens} tokens is not a square latent; capture needs square inputs")
-        self.store.add(side, is_cross, head_mean)
+            output[:, :, block] = torch.matmul(probs, value)
+            if target is not None:
+                kept = probs[..., columns] if is_cross else probs
+                target[:, block].add_(kept.sum(dim=1), alpha=1.0 / heads)
+        return output
 
 
 @contextmanager
