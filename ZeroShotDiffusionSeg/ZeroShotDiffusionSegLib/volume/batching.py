@@ -86,6 +86,7 @@ class BatchRunner:
     ):
         self.segmenter = segmenter
         self.batch_size = batch_size
+        self.initial_batch_size = batch_size
         self.params = params
         self.cancel = cancel
         self.on_batch = on_batch  # called with the number of slices just finished

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from contextlib import contextmanager
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
@@ -156,6 +156,102 @@ def check_request(input_path, out_dir, request: VolumeRequest) -> None:
         choose_batch_size(None, request.batch_size)  # only validates: an explicit size never asks the device
 
 
+@dataclass
+class _Prepared:
+    """The volume read and everything decided before the engine runs."""
+
+    image: sitk.Image
+    raw: np.ndarray  # float32 (k, j, i)
+    checksum: str
+    box: geometry.IndexBox
+    plan: SlicePlan
+    seeds: List[geometry.Index3]
+    choice: intensity.IntensityChoice
+    candidates: List[int]  # slice indices inside the ROI
+    segmentable: List[int]  # ... that hold a body
+
+    def make_image(self, index: int) -> np.ndarray:
+        return intensity.to_unit_range(self.plan.extract(self.raw, index), self.choice)
+
+    def slice_report(self) -> str:
+        outside_roi = self.image.GetSize()[self.plan.axis] - len(self.candidates)
+        return (
+            f"slices along {AXIS_NAMES[self.plan.axis]}: {len(self.segmentable)} segmented, "
+            f"{outside_roi} outside the ROI, {len(self.candidates) - len(self.segmentable)} without body (skipped)"
+        )
+
+
+def _prepare(input_path, request: VolumeRequest, mode: str, watch: _Stopwatch, cancel) -> _Prepared:
+    with watch.stage("read"):
+        image = io.read_volume(input_path)
+        raw = io.volume_array(image)
+        checksum = io.input_sha256(input_path)
+    check_cancel(cancel)
+    with watch.stage("prepare"):
+        box = roi_box(image, request)
+        plan = SlicePlan(choose_slice_axis(image.GetDirection(), request.axis), box)
+        seeds = _seed_voxels(image, request, box) if mode == "seed" else []
+        choice = intensity.choose_intensity(raw, request.prompt, request.window)
+        candidates = plan.slice_indices()
+        segmentable = [index for index in candidates if intensity.has_body(plan.extract(raw, index), choice)]
+    return _Prepared(image, raw, checksum, box, plan, seeds, choice, candidates, segmentable)
+
+
+def _segment(mode: str, runner: BatchRunner, prepared: _Prepared, request: VolumeRequest):
+    """(selected voxels, score volume, per-slice partition or None, raw prompt-score maximum or None)."""
+    plan, shape, segmentable = prepared.plan, prepared.raw.shape, prepared.segmentable
+    if mode == "prompt":
+        score, segmented, volume_max = _segment_prompt(runner, plan, prepared.make_image, segmentable, request.prompt, shape)
+        return consolidation.prompt_selection(score, request.params.selection_threshold, segmented), score, None, volume_max
+    if mode == "unsupervised":
+        partition = _segment_partition(runner, plan, prepared.make_image, segmentable, shape)
+        return np.zeros(shape, dtype=bool), np.zeros(shape, dtype=np.float32), partition, None
+    selected = _segment_seeds(runner, plan, prepared.make_image, segmentable, prepared.seeds, shape, runner.batch_size)
+    return selected, selected.astype(np.float32), None, None
+
+
+def _provenance(input_path, prepared: _Prepared, segmenter, request, mode, runner, batch_reason, summary, messages, timings):
+    image, segmented = prepared.image, len(prepared.segmentable)
+    return {
+        "tool": {"name": "zsdseg", "version": __version__},
+        "input": {
+            "path": str(input_path),
+            "sha256": prepared.checksum,
+            "size_ijk": list(image.GetSize()),
+            "spacing_mm": list(image.GetSpacing()),
+            "origin_lps": list(image.GetOrigin()),
+            "direction": list(image.GetDirection()),
+            "pixel_type": image.GetPixelIDTypeAsString(),
+        },
+        "segmenter": segmenter.provenance(),
+        "mode": mode,
+        "request": request.to_dict(),
+        "intensity": prepared.choice.to_dict(),
+        "slicing": {
+            "axis": AXIS_NAMES[prepared.plan.axis],
+            "roi_ijk": {"lower": list(prepared.box.lower), "upper": list(prepared.box.upper)},
+            "slices_segmented": segmented,
+            "slices_outside_roi": image.GetSize()[prepared.plan.axis] - len(prepared.candidates),
+            "slices_without_body": len(prepared.candidates) - segmented,
+        },
+        "seeds_ijk": [list(voxel) for voxel in prepared.seeds],
+        "consolidation": {"rule": consolidation.RULES.get(mode), "connectivity": "face (6-connected)", **summary},
+        "outputs": dict(outputs.OUTPUT_NAMES),
+        "versions": outputs.package_versions(),
+        "messages": messages,
+        "runtime": {  # the only part allowed to differ between two runs of the same request
+            "batch_size_initial": runner.initial_batch_size,
+            "batch_size_final": runner.batch_size,
+            "batch_size_reason": batch_reason,
+            "out_of_memory_retries": runner.out_of_memory_retries,
+            "engine_passes": runner.passes,
+            "slices_through_engine": runner.slices,
+            "timings_s": timings,
+            "engine_timings_s": runner.engine_timings,
+        },
+    }
+
+
 def run_volume(
     input_path,
     out_dir,
@@ -167,125 +263,47 @@ def run_volume(
     """Segment a 3-D volume slice by slice and write labels.nrrd, score.nrrd, lesions.csv, provenance.json."""
     mode = resolve_mode(request)
     watch = _Stopwatch()
-    messages: List[str] = []
     check_cancel(cancel)
     with outputs.StagedOutputFolder(out_dir) as staged:
-        with watch.stage("read"):
-            image = io.read_volume(input_path)
-            raw = io.volume_array(image)
-            checksum = io.input_sha256(input_path)
-        check_cancel(cancel)
-        with watch.stage("prepare"):
-            box = roi_box(image, request)
-            plan = SlicePlan(choose_slice_axis(image.GetDirection(), request.axis), box)
-            seeds = _seed_voxels(image, request, box) if mode == "seed" else []
-            choice = intensity.choose_intensity(raw, request.prompt, request.window)
-            candidates = plan.slice_indices()
-            segmentable = [index for index in candidates if intensity.has_body(plan.extract(raw, index), choice)]
-            batch_size, batch_reason = choose_batch_size(segmenter, request.batch_size)
-        outside_roi = image.GetSize()[plan.axis] - len(candidates)
-        messages.append(choice.describe())
-        messages.append(
-            f"slices along {AXIS_NAMES[plan.axis]}: {len(segmentable)} segmented, "
-            f"{outside_roi} outside the ROI, {len(candidates) - len(segmentable)} without body (skipped)"
-        )
-        if not segmentable:
+        prepared = _prepare(input_path, request, mode, watch, cancel)
+        image, count = prepared.image, len(prepared.segmentable)
+        messages = [prepared.choice.describe(), prepared.slice_report()]
+        if not count:
             raise UserError("no slice inside the ROI holds anything but air or a constant value; nothing to segment")
 
-        tracker = ProgressTracker(progress, len(segmentable) + 2, "segment")
+        tracker = ProgressTracker(progress, count + 2, "segment")
         tracker.update(1, "volume read", stage="read")
-        done = [0]
 
-        def on_batch(count):
-            done[0] += count
-            tracker.update(1 + done[0], f"{done[0]}/{len(segmentable)} slices")
+        def on_batch(_):
+            tracker.update(1 + runner.slices, f"{runner.slices}/{count} slices")
 
+        batch_size, batch_reason = choose_batch_size(segmenter, request.batch_size)
         runner = BatchRunner(segmenter, batch_size, request.params, cancel, on_batch)
-
-        def make_image(index):
-            return intensity.to_unit_range(plan.extract(raw, index), choice)
-
-        volume_max = None
         with watch.stage("segment"):
-            if mode == "prompt":
-                score, segmented, volume_max = _segment_prompt(runner, plan, make_image, segmentable, request.prompt, raw.shape)
-                selected = consolidation.prompt_selection(score, request.params.selection_threshold, segmented)
-            elif mode == "unsupervised":
-                partition = _segment_partition(runner, plan, make_image, segmentable, raw.shape)
-                selected = np.zeros(raw.shape, dtype=bool)
-                score = np.zeros(raw.shape, dtype=np.float32)
-            else:
-                selected = _segment_seeds(runner, plan, make_image, segmentable, seeds, raw.shape, batch_size)
-                score = selected.astype(np.float32)
+            selected, score, partition, volume_max = _segment(mode, runner, prepared, request)
         check_cancel(cancel)
         with watch.stage("consolidate"):
-            voxel_mm3 = float(np.prod(image.GetSpacing()))
-            labels, dropped = consolidation.number_lesions(selected, voxel_mm3, request.min_volume_mm3)
-            axial_axis = choose_slice_axis(image.GetDirection(), "axial")
-            lesions = consolidation.lesion_table(labels, score, image, axial_axis)
-        messages.append(
-            "unsupervised: labels.nrrd holds each slice's regions (ids per slice); no lesions"
-            if mode == "unsupervised"
-            else f"{len(lesions)} lesion(s)" + (f"; {dropped} smaller than {request.min_volume_mm3:g} mm3 dropped" if dropped else "")
-        )
-        tracker.update(len(segmentable) + 1, messages[-1], stage="consolidate")
+            labels, dropped = consolidation.number_lesions(selected, float(np.prod(image.GetSpacing())), request.min_volume_mm3)
+            lesions = consolidation.lesion_table(labels, score, image, choose_slice_axis(image.GetDirection(), "axial"))
+        if mode == "unsupervised":
+            messages.append("unsupervised: labels.nrrd holds each slice's regions (ids per slice); no lesions")
+        else:
+            small = f"; {dropped} smaller than {request.min_volume_mm3:g} mm3 dropped" if dropped else ""
+            messages.append(f"{len(lesions)} lesion(s){small}")
+        tracker.update(count + 1, messages[-1], stage="consolidate")
         check_cancel(cancel)
         with watch.stage("write"):
-            label_array = partition if mode == "unsupervised" else labels
+            label_array = partition if partition is not None else labels
             if request.binary:
                 label_array = (label_array > 0).astype(np.uint8)
             io.write_image(io.image_like(label_array, image), staged.path("labels"))
-            io.write_image(io.image_like(score.astype(np.float32), image), staged.path("score"))
+            io.write_image(io.image_like(score, image), staged.path("score"))
             outputs.write_lesions_csv(lesions, staged.path("lesions"))
-        segments = len(segmentable)
-        timings = dict(watch.seconds)
-        timings["segment_per_slice"] = timings["segment"] / max(runner.slices, 1)
-        provenance = {
-            "tool": {"name": "zsdseg", "version": __version__},
-            "input": {
-                "path": str(input_path),
-                "sha256": checksum,
-                "size_ijk": list(image.GetSize()),
-                "spacing_mm": list(image.GetSpacing()),
-                "origin_lps": list(image.GetOrigin()),
-                "direction": list(image.GetDirection()),
-                "pixel_type": image.GetPixelIDTypeAsString(),
-            },
-            "segmenter": segmenter.provenance(),
-            "mode": mode,
-            "request": request.to_dict(),
-            "intensity": choice.to_dict(),
-            "slicing": {
-                "axis": AXIS_NAMES[plan.axis],
-                "roi_ijk": {"lower": list(box.lower), "upper": list(box.upper)},
-                "slices_segmented": segments,
-                "slices_outside_roi": outside_roi,
-                "slices_without_body": len(candidates) - segments,
-            },
-            "seeds_ijk": [list(voxel) for voxel in seeds],
-            "consolidation": {
-                "rule": consolidation.RULES.get(mode),
-                "prompt_raw_score_max": volume_max,
-                "connectivity": "face (6-connected)",
-                "components_dropped_below_min_volume": dropped,
-                "lesions": len(lesions),
-            },
-            "outputs": dict(outputs.OUTPUT_NAMES),
-            "versions": outputs.package_versions(),
-            "messages": messages,
-            "runtime": {
-                "batch_size_initial": batch_size,
-                "batch_size_final": runner.batch_size,
-                "batch_size_reason": batch_reason,
-                "out_of_memory_retries": runner.out_of_memory_retries,
-                "engine_passes": runner.passes,
-                "slices_through_engine": runner.slices,
-                "timings_s": timings,
-                "engine_timings_s": runner.engine_timings,
-            },
-        }
+        timings = dict(watch.seconds, segment_per_slice=watch.seconds["segment"] / max(runner.slices, 1))
+        summary = {"prompt_raw_score_max": volume_max, "components_dropped_below_min_volume": dropped, "lesions": len(lesions)}
+        provenance = _provenance(input_path, prepared, segmenter, request, mode, runner, batch_reason, summary, messages, timings)
         outputs.write_json(provenance, staged.path("provenance"))
         check_cancel(cancel)  # last chance: after this the outputs appear
         files = staged.commit()
-    tracker.update(len(segmentable) + 2, "outputs written", stage="done")
-    return VolumeResult(Path(out_dir), files, lesions, timings, messages)
+    tracker.update(count + 2, "outputs written", stage="done")
+    return VolumeResult(staged.out_dir, files, lesions, timings, messages)
