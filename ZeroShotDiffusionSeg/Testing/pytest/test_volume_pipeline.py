@@ -261,3 +261,16 @@ def test_a_dicom_series_folder_is_read_as_one_volume(tmp_path):
     np.testing.assert_allclose(labels_image.GetSpacing(), SPACING, atol=1e-4)
     np.testing.assert_allclose(labels_image.GetOrigin(), image.GetOrigin(), atol=1e-4)
     np.testing.assert_array_equal(labels > 0, sphere)
+
+
+def test_more_lesions_than_uint16_labels_hold_is_a_user_error():
+    from ZeroShotDiffusionSegLib.volume.consolidation import number_lesions
+
+    speckle = np.zeros((2, 182, 362), dtype=bool)
+    speckle[0, ::2, ::2] = True  # 91 * 181 = 16471 voxels, none face-connected to another
+    speckle[1, 1::2, 1::2] = True  # shifted, so no voxel touches one in the neighbouring slice
+    speckle = np.concatenate([speckle, speckle], axis=0)  # 4 slices: 65884 one-voxel components
+    with pytest.raises(UserError, match=r"65884 separate lesions found, more than labels.nrrd can number \(65535\); raise --min-volume"):
+        number_lesions(speckle, 1.0)
+    labels, dropped = number_lesions(speckle, 1.0, min_volume_mm3=2.0)
+    assert dropped == 65884 and not labels.any()

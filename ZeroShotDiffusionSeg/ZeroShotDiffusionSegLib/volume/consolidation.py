@@ -21,6 +21,7 @@ from scipy import ndimage
 from scipy.spatial import ConvexHull
 from scipy.spatial.distance import pdist
 
+from ..errors import UserError
 from .geometry import continuous_index_to_physical, lps_to_ras
 
 # A neighbour-slice segment continues the lesion when at least this fraction of it lies inside the
@@ -108,7 +109,10 @@ def number_lesions(
     sizes = np.bincount(components.reshape(-1), minlength=count + 1)[1:]
     kept = np.flatnonzero(sizes * voxel_volume_mm3 >= min_volume_mm3)
     if kept.size > np.iinfo(np.uint16).max:
-        raise ValueError(f"{kept.size} lesions do not fit in uint16 labels")
+        raise UserError(
+            f"{kept.size} separate lesions found, more than labels.nrrd can number (65535); "
+            "raise --min-volume or --selection-threshold, or give an ROI"
+        )
     # ndimage.label numbers components in raster order of their first voxel, so sorting ties by
     # component number breaks them by first voxel.
     order = kept[np.lexsort((kept, -sizes[kept]))]

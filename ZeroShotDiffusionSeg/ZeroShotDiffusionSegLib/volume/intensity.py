@@ -114,7 +114,7 @@ def choose_intensity(array: np.ndarray, prompt: Optional[str] = None, window: Op
     lower, upper = (float(v) for v in np.percentile(_sample(array), PERCENTILES))
     if upper <= lower:  # mostly one value (e.g. background): stretch the full range instead
         lower, upper = float(array.min()), float(array.max())
-    reason = f"not CT (values {float(array.min()):g}..{float(array.max()):g}), {PERCENTILES[0]:g}th-{PERCENTILES[1]:g}th percentile"
+    reason = f"not CT (values {float(array.min()):g}..{float(array.max()):g}), 1st-99th percentile"
     return IntensityChoice(False, "percentile", lower, upper, reason)
 
 
