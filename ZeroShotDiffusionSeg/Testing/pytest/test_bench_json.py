@@ -96,3 +96,4 @@ def test_synthetic_volume_is_deterministic_ct():
     assert volume.shape == (3, 24, 24) and volume.dtype == np.int16
     assert volume.min() < -900 and volume.max() > 60  # noisy air and a denser blob inside the body
     assert np.array_equal(volume, bench.synthetic_ct(24, 3))
+

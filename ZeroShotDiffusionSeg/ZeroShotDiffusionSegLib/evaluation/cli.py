@@ -44,9 +44,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="deployed selection (default: prompt if --prompt is given, else a seed at the truth's centroid)")
     parser.add_argument("--no-baselines", action="store_true", help="skip the Otsu and k-means baselines")
     parser.add_argument("--kmeans-clusters", type=int, default=baselines.KMEANS_CLUSTERS, help="k of the k-means baseline")
-    parser.add_argument("--kl-threshold", type=float, default=SegmentationParams.kl_threshold)
-    parser.add_argument("--timestep", type=int, default=SegmentationParams.timestep)
-    parser.add_argument("--selection-threshold", type=float, default=SegmentationParams.selection_threshold)
+    parser.add_argument("--kl-threshold", type=float, default=SegmentationParams.kl_threshold, help="merging threshold (default: %(default)s)")
+    parser.add_argument("--timestep", type=int, default=SegmentationParams.timestep, help="diffusion timestep (default: %(default)s)")
+    parser.add_argument("--selection-threshold", type=float, default=SegmentationParams.selection_threshold,
+                        help="prompt mode: keep segments scoring at least this (default: %(default)s)")
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N cases (natural order)")
     parser.add_argument("--out", default="zsdseg-eval", help="output folder for report.md, results.json, overlays/")
     parser.add_argument("--no-overlays", action="store_true", help="do not write an overlay PNG per case")
