@@ -94,7 +94,10 @@ def _pipeline_available():
 
 
 @pytest.mark.skipif(not _pipeline_available(), reason="volume pipeline (issue 3) or engine not in this checkout yet")
-def test_real_worker_with_random_tiny_model_keeps_the_input_geometry(tmp_path):
+def test_real_worker_with_random_tiny_model_through_the_runner_keeps_the_input_geometry(tmp_path):
+    from test_runner_local import final_event, wait_until
+    from ZeroShotDiffusionSegLib.runners.local import LocalWorkerRunner
+
     source = tmp_path / "ct.nrrd"
     array = np.full((4, 24, 24), -1000, dtype=np.int16)
     array[:, 4:20, 4:20] = 40
@@ -105,21 +108,23 @@ def test_real_worker_with_random_tiny_model_keeps_the_input_geometry(tmp_path):
     c, s = np.cos(0.3), np.sin(0.3)
     image.SetDirection((c, -s, 0.0, s, c, 0.0, 0.0, 0.0, 1.0))
     sitk.WriteImage(image, str(source))
-    request = VolumeRequest(prompt="liver tumor", batch_size=2)
-    command = [sys.executable, "-m", "ZeroShotDiffusionSegLib.worker", "--model", "random:tiny", "--device", "cpu"]
-    completed, events = run_worker(command, [encode_job("j", str(source), str(tmp_path / "out"), request)], timeout=600)
-    assert completed.returncode == 0, completed.stderr[-2000:]
-    ready = next(e for e in events if e["event"] == "ready")
-    assert ready == {"event": "ready", "model": "random:tiny", "device": "cpu"}
-    done = events[-1]
-    assert done["event"] == "done" and done["id"] == "j", events[-1]
-    assert set(done["files"]) >= {"labels", "score", "lesions", "provenance"}
-    fractions = [e["fraction"] for e in events if e["event"] == "progress" and e["id"] == "j"]
-    assert fractions and fractions == sorted(fractions) and fractions[-1] <= 1.0
-    for name in ("labels", "score"):
-        written = sitk.ReadImage(done["files"][name])
-        assert written.GetSize() == image.GetSize()
-        assert np.allclose(written.GetOrigin(), image.GetOrigin()) and np.allclose(written.GetSpacing(), image.GetSpacing())
-        assert np.allclose(written.GetDirection(), image.GetDirection())
-    score = sitk.GetArrayFromImage(sitk.ReadImage(done["files"]["score"]))
-    assert score.dtype == np.float32 and score.min() >= 0.0 and score.max() <= 1.0
+    runner = LocalWorkerRunner.for_model(sys.executable, "random:tiny", device="cpu")
+    try:
+        job = runner.start(str(source), str(tmp_path / "out"), VolumeRequest(prompt="liver tumor", batch_size=2))
+        events = wait_until(runner, final_event, timeout=600)
+        done = final_event(events)
+        assert done.kind == "done" and done.job_id == job.job_id, (done, runner.log_tail())
+        assert runner.worker_info == {"model": "random:tiny", "device": "cpu"}
+        assert set(done.files) >= {"labels", "score", "lesions", "provenance"}
+        fractions = [e.fraction for e in events if e.kind == "progress" and e.job_id == job.job_id]
+        assert fractions and fractions == sorted(fractions) and fractions[-1] <= 1.0
+        for name in ("labels", "score"):
+            written = sitk.ReadImage(done.files[name])
+            assert written.GetSize() == image.GetSize()
+            assert np.allclose(written.GetOrigin(), image.GetOrigin())
+            assert np.allclose(written.GetSpacing(), image.GetSpacing())
+            assert np.allclose(written.GetDirection(), image.GetDirection())
+        score = sitk.GetArrayFromImage(sitk.ReadImage(done.files["score"]))
+        assert score.dtype == np.float32 and score.min() >= 0.0 and score.max() <= 1.0
+    finally:
+        runner.shutdown()
