@@ -98,6 +98,19 @@ def test_two_seeds_give_two_lesions_numbered_by_size_and_min_volume_drops_the_sm
     assert any("1 smaller than" in m for m in kept.messages)
 
 
+def test_a_seed_selects_its_own_lesion_not_look_alikes_elsewhere_in_the_same_region(tmp_path):
+    # The stub puts both spheres in one region ("bright") on every slice; the seed asks for one of them.
+    image, sphere = sphere_volume(centre_index=(12, 12, 6), radius_mm=6.0, more_spheres=[((36, 28, 6), 6.0)], noise_hu=10)
+    path = write(image, tmp_path / "two.nrrd")
+    seed = image.TransformIndexToPhysicalPoint((36, 28, 5))
+    result = run_volume(path, tmp_path / "out", ThresholdSegmenter(), VolumeRequest(seeds=[seed], coordinate_space="LPS"))
+    _, labels = read(result.files["labels"])
+    seeded = np.zeros_like(sphere)
+    seeded[:, 20:, 24:] = sphere[:, 20:, 24:]  # the seeded sphere's quadrant
+    np.testing.assert_array_equal(labels > 0, seeded)
+    assert len(result.lesions) == 1
+
+
 def test_voxel_roi_limits_slices_and_in_plane_extent(sphere_case, tmp_path):
     path, image, sphere = sphere_case
     roi = ((0, 0, 5), (24, 39, 7))  # half the sphere in i, slices 5..7

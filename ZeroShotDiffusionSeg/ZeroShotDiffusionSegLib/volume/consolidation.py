@@ -24,7 +24,9 @@ from scipy.spatial.distance import pdist
 from ..errors import UserError
 from .geometry import continuous_index_to_physical, lps_to_ras
 
-# A neighbour-slice segment continues the lesion when at least this fraction of it lies inside the
+# Seed mode works on "pieces": the 2-D connected parts of the engine's regions (a DiffSeg region may
+# also cover look-alike tissue elsewhere in the slice, which a click on one lesion does not ask for).
+# A neighbour-slice piece continues the lesion when at least this fraction of it lies inside the
 # previous slice's mask ...
 CONTAINED_FRACTION = 0.5
 # ... or when it covers at least this fraction of the previous mask without being more than
@@ -34,8 +36,9 @@ GROWTH_LIMIT = 4.0
 
 RULES = {
     "prompt": "voxels whose score (raw segment score / volume maximum) >= selection_threshold; 3-D face-connected components",
-    "seed": "the seed's segment on its slice, then per neighbouring slice the segments that are at least half inside the "
-    "previous mask, or cover at least half of it while at most 4x its area; 3-D face-connected components",
+    "seed": "the connected piece of the region under the seed on its slice, then per neighbouring slice the connected "
+    "region pieces that are at least half inside the previous mask, or cover at least half of it while at most 4x its "
+    "area; 3-D face-connected components",
 }
 
 LESION_COLUMNS = [
@@ -51,8 +54,20 @@ def prompt_selection(score: np.ndarray, threshold: float, segmented: np.ndarray)
     return (score >= np.float32(threshold)) & segmented
 
 
+def connected_pieces(labels: np.ndarray) -> np.ndarray:
+    """The 2-D face-connected parts of every region of a partition, numbered 1..N (every pixel has one)."""
+    pieces = np.zeros(labels.shape, dtype=np.int32)
+    next_id = 0
+    for region in np.unique(labels):
+        components, count = ndimage.label(labels == region)
+        inside = components > 0
+        pieces[inside] = components[inside] + next_id
+        next_id += count
+    return pieces
+
+
 def select_overlapping_segments(labels: np.ndarray, previous_mask: np.ndarray) -> np.ndarray:
-    """The segments of a slice's partition that continue the previous slice's mask (see module rules)."""
+    """The segments (pieces, in seed mode) of a slice that continue the previous slice's mask (see module rules)."""
     previous_area = int(previous_mask.sum())
     if previous_area == 0:
         return np.zeros(labels.shape, dtype=bool)
@@ -73,7 +88,7 @@ def propagate_from_seed(
     fetch_labels: Callable[[List[int]], Dict[int, np.ndarray]],
     chunk: int,
 ) -> Dict[int, np.ndarray]:
-    """Masks per slice index, grown from the seed's segment to neighbouring slices by overlap.
+    """Masks per slice index, grown from the seed's piece to neighbouring slices by overlap of pieces.
 
     ``slice_order`` is the run of consecutive segmentable slices containing the seed slice;
     propagation stops at its ends or at the first slice where nothing continues the mask.
@@ -81,8 +96,8 @@ def propagate_from_seed(
     caller), asked for ``chunk`` slices at a time so the engine still runs in batches.
     """
     x, y = seed_pixel
-    seed_labels = fetch_labels([seed_slice])[seed_slice]
-    masks = {seed_slice: seed_labels == seed_labels[y, x]}
+    seed_pieces = connected_pieces(fetch_labels([seed_slice])[seed_slice])
+    masks = {seed_slice: seed_pieces == seed_pieces[y, x]}
     start = list(slice_order).index(seed_slice)
     for step in (+1, -1):
         previous = masks[seed_slice]
@@ -91,7 +106,7 @@ def propagate_from_seed(
             run = [slice_order[c] for c in range(cursor, cursor + step * chunk, step) if 0 <= c < len(slice_order)]
             partitions = fetch_labels(run)
             for index in run:
-                previous = select_overlapping_segments(partitions[index], previous)
+                previous = select_overlapping_segments(connected_pieces(partitions[index]), previous)
                 if not previous.any():
                     break
                 masks[index] = previous
