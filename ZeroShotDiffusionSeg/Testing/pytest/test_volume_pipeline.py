@@ -111,6 +111,17 @@ def test_a_seed_selects_its_own_lesion_not_look_alikes_elsewhere_in_the_same_reg
     assert len(result.lesions) == 1
 
 
+def test_a_seed_inside_a_cropping_roi_maps_to_the_cropped_slice_pixels(sphere_case, tmp_path):
+    path, image, sphere = sphere_case
+    seed = image.TransformIndexToPhysicalPoint((27, 22, 6))
+    roi = ((15, 9, 2), (40, 33, 10))  # crops every slice in-plane: pixel (x, y) = (i - 15, j - 9)
+    result = run_volume(path, tmp_path / "out", ThresholdSegmenter(),
+                        VolumeRequest(seeds=[seed], coordinate_space="LPS", roi_voxels=roi))
+    _, labels = read(result.files["labels"])
+    np.testing.assert_array_equal(labels > 0, sphere)  # the sphere lies inside the ROI
+    assert any("9 segmented, 3 outside the ROI" in m for m in result.messages)
+
+
 def test_voxel_roi_limits_slices_and_in_plane_extent(sphere_case, tmp_path):
     path, image, sphere = sphere_case
     roi = ((0, 0, 5), (24, 39, 7))  # half the sphere in i, slices 5..7
@@ -240,7 +251,7 @@ def test_an_existing_output_folder_keeps_other_files_and_gets_ours_replaced(sphe
     assert read(result.files["labels"])[1].any()
 
 
-@pytest.mark.parametrize("suffix", [".nii.gz", ".mha", ".nii"])
+@pytest.mark.parametrize("suffix", [".nii.gz", ".mha", ".nii", ".mhd", ".nhdr"])
 def test_nifti_and_metaimage_inputs_keep_their_geometry(tmp_path, suffix):
     image, sphere = sphere_volume(noise_hu=10)
     path = write(image, tmp_path / f"sphere{suffix}")
