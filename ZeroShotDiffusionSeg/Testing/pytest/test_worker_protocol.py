@@ -1,5 +1,6 @@
 """The worker's JSON-lines protocol, run as a real process with stdin/stdout pipes."""
 
+import csv
 import json
 import subprocess
 import sys
@@ -12,6 +13,8 @@ import fake_engine_worker as fake
 from test_runner_local import FAKE_WORKER, write_oblique_volume
 from ZeroShotDiffusionSegLib.engine.types import SegmentationParams
 from ZeroShotDiffusionSegLib.errors import UserError
+from ZeroShotDiffusionSegLib.slicer.geometry import geometry_of_sitk_image, lps_to_ras
+from ZeroShotDiffusionSegLib.slicer.results import ResultSession
 from ZeroShotDiffusionSegLib.runners.protocol import (
     decode_job, encode_job, event_from_line, request_from_dict)
 from ZeroShotDiffusionSegLib.volume.request import VolumeRequest
@@ -124,7 +127,16 @@ def test_real_worker_with_random_tiny_model_through_the_runner_keeps_the_input_g
             assert np.allclose(written.GetOrigin(), image.GetOrigin())
             assert np.allclose(written.GetSpacing(), image.GetSpacing())
             assert np.allclose(written.GetDirection(), image.GetDirection())
-        score = sitk.GetArrayFromImage(sitk.ReadImage(done.files["score"]))
+        score_image = sitk.ReadImage(done.files["score"])
+        score = sitk.GetArrayFromImage(score_image)
         assert score.dtype == np.float32 and score.min() >= 0.0 and score.max() <= 1.0
+        # The panel's live threshold at the engine's threshold reproduces labels.nrrd and lesions.csv.
+        labels = sitk.GetArrayFromImage(sitk.ReadImage(done.files["labels"]))
+        geometry = lps_to_ras(geometry_of_sitk_image(score_image))
+        view = ResultSession("prompt", "liver tumor", score, labels, geometry, threshold=0.5).view()
+        assert np.array_equal(view.labels, labels)
+        with open(done.files["lesions"]) as handle:
+            csv_rows = list(csv.DictReader(handle))
+        assert [{k: str(v) for k, v in row.items()} for row in view.lesions] == csv_rows
     finally:
         runner.shutdown()
