@@ -81,7 +81,7 @@ def test_negative_spacing(tmp_path, name, header):
 def test_a_file_that_is_not_an_image(tmp_path):
     path = tmp_path / "notes.nrrd"
     path.write_text("this is not an image\n")
-    assert_refused(tmp_path, path, r"notes.nrrd is not a readable image \(")
+    assert_refused(tmp_path, path, r"notes.nrrd is not a readable image \((?!.*(ERROR|0x[0-9a-f]))")  # no ITK noise
 
 
 def test_a_missing_input_and_a_folder_without_dicom(tmp_path):

@@ -8,6 +8,7 @@ so a mask can never land on other voxels than the ones it was computed from.
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 from typing import Union
 
@@ -28,12 +29,17 @@ def has_volume_suffix(path: PathLike) -> bool:
 
 
 def _itk_reason(error: Exception) -> str:
-    """The one informative line of an ITK exception (its first lines are the C++ source location)."""
+    """The informative part of an ITK exception: its ERROR line without prefixes or object addresses,
+    plus the reader's last detail line when the ERROR line only announces one."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    for line in lines:
-        if "ITK ERROR" in line or "ERROR:" in line:
-            return line.split(":", 2)[-1].strip() if line.startswith("ITK ERROR") else line
-    return lines[-1] if lines else type(error).__name__
+    error_lines = [line for line in lines if "ERROR" in line]
+    if not error_lines:
+        return lines[-1] if lines else type(error).__name__
+    reason = re.sub(r"^(s?itk::ERROR|ITK ERROR):\s*", "", error_lines[0])
+    reason = re.sub(r"^\w+\(0x[0-9a-fA-F]+\):\s*", "", reason)
+    if reason.endswith(":") and lines[-1] != error_lines[0]:
+        reason += " " + re.sub(r"^\[\w+\]\s*\w+:\s*", "", lines[-1])
+    return reason
 
 
 def _read_dicom_folder(folder: Path) -> sitk.Image:
