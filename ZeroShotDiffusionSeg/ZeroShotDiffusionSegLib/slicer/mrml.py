@@ -83,9 +83,9 @@ class ResultImporter:
         labels_node = slicer.util.loadLabelVolume(files["labels"], {"show": False})
         try:
             self.score_node = slicer.util.loadVolume(files["score"], {"name": f"{volume.GetName()} score", "show": False})
-            for result_node in (labels_node, self.score_node):
-                if not geometries_match(geometry, ijk_to_ras_geometry(result_node)):
-                    raise UserError("The engine returned a result on a different grid than the input; not imported.")
+            if not all(geometries_match(geometry, ijk_to_ras_geometry(n)) for n in (labels_node, self.score_node)):
+                slicer.mrmlScene.RemoveNode(self.score_node)
+                raise UserError("The engine returned a result on a different grid than the input; not imported.")
             labels = slicer.util.arrayFromVolume(labels_node).copy()
         finally:
             slicer.mrmlScene.RemoveNode(labels_node)
@@ -146,6 +146,8 @@ class ResultImporter:
         display.SetAndObserveColorNodeID(colors.GetID())
         display.AutoWindowLevelOff()
         display.SetWindowLevelMinMax(0.0, 1.0)
+        display.SetThreshold(0.01, 1.0)  # zero score transparent: the overlay only tints candidate voxels
+        display.ApplyThresholdOn()
         slicer.util.setSliceViewerLayers(foreground=self.score_node if show else None, foregroundOpacity=SCORE_OPACITY)
 
     def centre_on_lesion(self, row):
