@@ -207,13 +207,13 @@ def test_batch_size_comes_from_free_memory_with_a_per_device_cap(monkeypatch):
         model_resolution = 512
         device = "cpu"
 
-    monkeypatch.setattr(batching, "_free_memory_bytes", lambda device: int(6 * batching.BYTES_PER_SLICE_AT_512))
+    monkeypatch.setattr(batching, "_free_memory_bytes", lambda device, segmenter=None: int(6 * batching.BYTES_PER_SLICE_AT_512))
     assert batching.choose_batch_size(Fake())[0] == 3  # half the free memory
-    monkeypatch.setattr(batching, "_free_memory_bytes", lambda device: 10**14)
+    monkeypatch.setattr(batching, "_free_memory_bytes", lambda device, segmenter=None: 10**14)
     assert batching.choose_batch_size(Fake())[0] == batching.MAX_BATCH["cpu"]
     Fake.device = "cuda:0"
     assert batching.choose_batch_size(Fake())[0] == batching.MAX_BATCH["cuda"]
-    monkeypatch.setattr(batching, "_free_memory_bytes", lambda device: 0)
+    monkeypatch.setattr(batching, "_free_memory_bytes", lambda device, segmenter=None: 0)
     assert batching.choose_batch_size(Fake()) [0] == 1
     assert batching.choose_batch_size(Fake(), 5) == (5, "--batch-size given")
     with pytest.raises(UserError, match="--batch-size must be at least 1"):

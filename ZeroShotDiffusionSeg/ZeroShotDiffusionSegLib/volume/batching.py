@@ -31,11 +31,12 @@ def segmenter_device(segmenter) -> str:
     return "cuda" if kind == "cuda" else "cpu"
 
 
-def _free_memory_bytes(device: str) -> int:
+def _free_memory_bytes(device: str, segmenter=None) -> int:
     if device == "cuda":
         import torch
 
-        free, _total = torch.cuda.mem_get_info()
+        # The segmenter's own GPU (cuda:N), not whichever device happens to be current.
+        free, _total = torch.cuda.mem_get_info(getattr(segmenter, "device", None))
         return int(free)
     import psutil
 
@@ -51,7 +52,7 @@ def choose_batch_size(segmenter, requested: Optional[int] = None) -> Tuple[int, 
     device = segmenter_device(segmenter)
     resolution = int(getattr(segmenter, "model_resolution", 512))
     per_slice = BYTES_PER_SLICE_AT_512 * (resolution / 512.0) ** 4
-    free = _free_memory_bytes(device)
+    free = _free_memory_bytes(device, segmenter)
     fits = int(free * MEMORY_FRACTION // per_slice)
     size = max(1, min(MAX_BATCH[device], fits))
     return size, f"{free / 2**30:.1f} GiB free on {device}, ~{per_slice / 2**30:.2f} GiB per slice, at most {MAX_BATCH[device]}"
