@@ -104,7 +104,15 @@ def test_segment_with_server_writes_the_same_files(tmp_path, volume, capsys):
             assert (tmp_path / "remote" / path.name).read_bytes() == path.read_bytes()
 
 
+def ours_in_system_temp():
+    import tempfile
+    from pathlib import Path
+
+    return {p.name for p in Path(tempfile.gettempdir()).glob("zsdseg-upload-*")}
+
+
 def test_segment_with_server_converts_a_detached_header_and_times_out(tmp_path):
+    before = ours_in_system_temp()
     volume = make_volume(tmp_path / "ct.nhdr", seed=2)  # .nhdr + .raw(.gz): not uploadable as is
     token_file = tmp_path / "token"
     token_file.write_text(TOKENS["alice"])
@@ -117,3 +125,5 @@ def test_segment_with_server_converts_a_detached_header_and_times_out(tmp_path):
         with pytest.raises(UserError, match="did not finish within --server-timeout 0.5 s; the job was cancelled"):
             run_remote_segment(args, VolumeRequest(prompt="wait-for-cancel"))
         assert not (tmp_path / "slow").exists()
+    assert ours_in_system_temp() == before  # the converted upload was removed
+    assert leftover_files(tmp_path / "server-work") == []

@@ -83,6 +83,8 @@ def create_app(settings: ServerSettings, executors: Sequence[Executor], engine_i
     async def user_error(request: Request, error: UserError):
         return JSONResponse({"detail": str(error)}, status_code=400)
 
+    # Checking an upload decodes the whole volume; a few at a time bound the memory a burst of uploads takes.
+    upload_checks = asyncio.Semaphore(max(2, len(executors)))
     bearer = HTTPBearer(auto_error=False, description="a token from the server's --token-file")
 
     def owner(request: Request, _credentials=Depends(bearer)) -> str:
@@ -164,7 +166,8 @@ def create_app(settings: ServerSettings, executors: Sequence[Executor], engine_i
         input_path = work_dir / f"input{extension}"  # the client's file name is never used on disk
         try:
             await run_in_threadpool(_copy_upload, volume.file, input_path)
-            await run_in_threadpool(validate_upload, input_path, work_dir / "out", volume_request, settings.max_voxels)
+            async with upload_checks:
+                await run_in_threadpool(validate_upload, input_path, work_dir / "out", volume_request, settings.max_voxels)
             job = jobs.submit(job_id, who, work_dir, input_path, volume_request)
         except BaseException:
             shutil.rmtree(work_dir, ignore_errors=True)
