@@ -192,6 +192,26 @@ def test_bad_uploads_get_clear_4xx_and_the_server_keeps_serving(tmp_path, volume
         assert leftover_files(server.app.state.jobs.work_root) == []  # refused uploads left nothing behind
 
 
+def test_failed_jobs_say_why_and_a_full_queue_says_when(tmp_path, volume):
+    with start_server(tmp_path, max_queued=1) as server, httpx.Client(base_url=server.url, headers=ALICE) as http:
+        failed = submit_raw(server.url, volume, request='{"prompt": "fail"}').json()
+        crashed = submit_raw(server.url, volume, request='{"prompt": "crash"}').json()
+        for job, error in ((failed, "stand-in: nothing to segment in this volume"),
+                           (crashed, "internal error while running the job (details are in the server log)")):
+            wait_until(lambda: http.get(f"/jobs/{job['id']}").json()["state"] == "failed", what="the job to fail")
+            status = http.get(f"/jobs/{job['id']}").json()
+            assert (status["error"], status["results"], status["lesions"]) == (error, [], [])
+        assert leftover_files(server.app.state.jobs.work_root) == []  # a failed job keeps no files
+
+        blocker = submit_raw(server.url, volume, request='{"prompt": "wait-for-cancel"}').json()
+        wait_until(lambda: http.get(f"/jobs/{blocker['id']}").json()["state"] == "running", what="the job to start")
+        assert submit_raw(server.url, volume).status_code == 202  # the one queue place
+        full = submit_raw(server.url, volume)
+        assert full.status_code == 503 and full.headers["Retry-After"] == "30"
+        assert full.json() == {"detail": "the server's queue is full (1 jobs); try again later"}
+        http.post(f"/jobs/{blocker['id']}/cancel")
+
+
 def test_results_expire_after_the_ttl(tmp_path, volume):
     with start_server(tmp_path, result_ttl_s=0.3) as server, httpx.Client(base_url=server.url, headers=ALICE) as http:
         job = submit_raw(server.url, volume).json()

@@ -46,7 +46,8 @@ def stand_in_executor(input_path, out_dir, request, progress=None, cancel=None) 
     (a 'batch' per slice, checking cancel between them) and writes the four outputs.
 
     ``request.prompt == "wait-for-cancel"`` keeps it in the slice loop until cancelled
-    (bounded), so the cancel test does not depend on timing.
+    (bounded), so the cancel test does not depend on timing; "fail" and "crash" raise a
+    UserError and a bug-like RuntimeError after the first slice.
     """
     import SimpleITK as sitk
 
@@ -61,6 +62,10 @@ def stand_in_executor(input_path, out_dir, request, progress=None, cancel=None) 
     for index in range(array.shape[0]):
         check_cancel(cancel)
         labels[index] = array[index] > threshold
+        if request.prompt == "fail":
+            raise UserError("stand-in: nothing to segment in this volume")
+        if request.prompt == "crash":
+            raise RuntimeError("stand-in bug with a /secret/server/path in its message")
         if request.prompt == "wait-for-cancel":
             deadline = time.monotonic() + 20
             while not (cancel is not None and cancel.is_set()) and time.monotonic() < deadline:
