@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-import fake_engine_worker as fake
 from test_runner_local import FAKE_WORKER, write_oblique_volume
 from ZeroShotDiffusionSegLib.engine.types import SegmentationParams
 from ZeroShotDiffusionSegLib.errors import UserError
@@ -88,12 +87,10 @@ def test_cli_dispatches_worker_and_defaults_agree_with_the_engine():
 
 
 def _pipeline_available():
-    try:
-        from ZeroShotDiffusionSegLib.volume import pipeline  # noqa: F401
-        from ZeroShotDiffusionSegLib.engine import load_backbone  # noqa: F401
-        return True
-    except ImportError:
-        return False
+    import importlib.util
+
+    return all(importlib.util.find_spec(name) for name in
+               ("ZeroShotDiffusionSegLib.volume.pipeline", "ZeroShotDiffusionSegLib.engine.backbone"))
 
 
 @pytest.mark.skipif(not _pipeline_available(), reason="volume pipeline (issue 3) or engine not in this checkout yet")

@@ -17,7 +17,6 @@ import collections
 import os
 import queue
 import subprocess
-import sys
 import threading
 from typing import Deque, Dict, List, Optional, Sequence
 
