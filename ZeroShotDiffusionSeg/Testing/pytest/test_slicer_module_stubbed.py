@@ -1,0 +1,173 @@
+"""The module file's Logic run against stand-ins for slicer/qt/vtk (real Slicer is not available here).
+
+This catches what static checks cannot: wrong attribute names, parameter-node defaults that
+are not among the combo-box items, the warm-runner reuse, and the order of start-up steps.
+What needs real MRML (segments, geometry, undo) is in Testing/Python/ZeroShotDiffusionSegModuleTest.py.
+"""
+
+import importlib
+import sys
+import types
+import unittest
+from pathlib import Path
+from types import SimpleNamespace
+from unittest import mock
+
+import pytest
+
+from ZeroShotDiffusionSegLib.runners.base import JobHandle, Runner
+from ZeroShotDiffusionSegLib.slicer import panel
+
+MODULE_DIR = Path(__file__).resolve().parents[2]
+
+
+class RecordingRunner(Runner):
+    instances = []
+
+    def __init__(self, settings):
+        self.settings, self.started, self.stopped = settings, [], False
+        RecordingRunner.instances.append(self)
+
+    busy = property(lambda self: False)
+
+    def start(self, input_path, out_dir, request):
+        self.started.append((input_path, out_dir, request))
+        return JobHandle(input_path, out_dir)
+
+    def poll(self):
+        return []
+
+    def cancel(self):
+        pass
+
+    def shutdown(self):
+        self.stopped = True
+
+
+@pytest.fixture
+def module(monkeypatch, tmp_path):
+    slicer = types.ModuleType("slicer")
+    for name in ("vtkMRMLMarkupsFiducialNode", "vtkMRMLMarkupsROINode", "vtkMRMLScalarVolumeNode",
+                 "vtkMRMLSegmentationNode"):
+        setattr(slicer, name, type(name, (), {}))
+    wrapper = types.ModuleType("slicer.parameterNodeWrapper")
+    wrapper.parameterNodeWrapper = lambda cls: cls
+    scripted = types.ModuleType("slicer.ScriptedLoadableModule")
+
+    class ScriptedLoadableModule:
+        def __init__(self, parent):
+            self.parent = parent
+
+    class ScriptedLoadableModuleLogic:
+        def __init__(self):
+            pass
+
+        def getParameterNode(self):
+            return mock.MagicMock()
+
+    scripted.ScriptedLoadableModule = ScriptedLoadableModule
+    scripted.ScriptedLoadableModuleLogic = ScriptedLoadableModuleLogic
+    scripted.ScriptedLoadableModuleWidget = type("ScriptedLoadableModuleWidget", (), {})
+    scripted.ScriptedLoadableModuleTest = unittest.TestCase
+    util = mock.MagicMock(name="slicer.util")
+    util.VTKObservationMixin = type("VTKObservationMixin", (), {"__init__": lambda self: None})
+    util.tempDirectory.return_value = str(tmp_path)
+    slicer.util, slicer.mrmlScene, slicer.app = util, mock.MagicMock(), mock.MagicMock()
+    slicer.app.testingEnabled.return_value = True
+    for name, value in {"slicer": slicer, "slicer.util": util, "slicer.parameterNodeWrapper": wrapper,
+                        "slicer.ScriptedLoadableModule": scripted, "qt": mock.MagicMock(), "vtk": mock.MagicMock()}.items():
+        monkeypatch.setitem(sys.modules, name, value)
+    monkeypatch.syspath_prepend(str(MODULE_DIR))
+    for name in ("ZeroShotDiffusionSeg", "ZeroShotDiffusionSegLib.slicer.mrml"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    loaded = importlib.import_module("ZeroShotDiffusionSeg")
+    yield loaded
+    for name in ("ZeroShotDiffusionSeg", "ZeroShotDiffusionSegLib.slicer.mrml"):
+        sys.modules.pop(name, None)  # the stand-ins must not leak into other tests
+
+
+def volume_node(name="CT", dims=(40, 30, 20), components=1, class_name="vtkMRMLScalarVolumeNode"):
+    image = SimpleNamespace(GetNumberOfScalarComponents=lambda: components, GetDimensions=lambda: dims)
+    return SimpleNamespace(GetImageData=lambda: image, GetClassName=lambda: class_name, GetName=lambda: name,
+                           GetParentTransformNode=lambda: None)
+
+
+def parameters(module, **values):
+    defaults = {k: v for k, v in vars(module.ZeroShotDiffusionSegParameterNode).items() if not k.startswith("_")}
+    defaults.update(inputVolume=None, seedPoints=None, roi=None, outputSegmentation=None)
+    defaults.update(values)
+    return SimpleNamespace(**defaults)
+
+
+def test_module_metadata_for_the_generic_test(module):
+    parent = SimpleNamespace()
+    module.ZeroShotDiffusionSeg(parent)
+    assert parent.categories == ["Segmentation"] and parent.contributors and parent.helpText
+    assert "OpenRAIL" in parent.acknowledgementText
+
+
+def test_parameter_defaults_are_items_of_their_combo_boxes(module):
+    defaults = module.ZeroShotDiffusionSegParameterNode
+    assert defaults.mode in panel.MODES and defaults.sliceAxis in panel.AXES and defaults.device in panel.DEVICES
+    assert defaults.model == panel.DEFAULT_MODEL and defaults.serverUrl == ""
+
+
+def test_settings_read_seeds_in_world_coordinates_and_roi_bounds(module):
+    class Points:
+        def GetNumberOfControlPoints(self):
+            return 2
+
+        def GetNthControlPointPositionWorld(self, index):
+            return [(1.0, 2.0, 3.0), (4.0, 5.0, 6.0)][index]
+
+    class Roi:
+        def GetRASBounds(self, bounds):
+            bounds[:] = [-1.0, 1.0, -2.0, 2.0, -3.0, 3.0]
+
+    logic = module.ZeroShotDiffusionSegLogic(runnerFactory=RecordingRunner)
+    settings = logic.settingsFrom(parameters(module, mode="Seed points", seedPoints=Points(), roi=Roi(),
+                                             device="CPU", sliceAxis="K (axial-like)"), token="t0ken")
+    assert settings.seeds_ras == [(1.0, 2.0, 3.0), (4.0, 5.0, 6.0)]
+    assert settings.roi_bounds_ras == [-1.0, 1.0, -2.0, 2.0, -3.0, 3.0]
+    assert (settings.mode, settings.device, settings.axis, settings.server_token) == ("seed", "cpu", "k", "t0ken")
+    request = panel.build_request(settings)
+    assert request.roi_physical == ((-1.0, -2.0, -3.0), (1.0, 2.0, 3.0))
+
+
+def test_setup_is_skipped_in_testing_mode(module):
+    logic = module.ZeroShotDiffusionSegLogic(runnerFactory=RecordingRunner)
+    assert logic.setupEngine(panel.PanelSettings(prompt="x"), MODULE_DIR / "Resources" / "requirements.txt")
+    module.slicer.util.pip_install.assert_not_called()
+
+
+def test_start_exports_the_volume_and_keeps_the_warm_runner(module, tmp_path):
+    RecordingRunner.instances.clear()
+    logic = module.ZeroShotDiffusionSegLogic(runnerFactory=RecordingRunner)
+    p = parameters(module, inputVolume=volume_node(), prompt="liver tumor", outputSegmentation=object())
+    job_id = logic.start(p, logic.settingsFrom(p))
+    exported_volume, exported_path = module.slicer.util.exportNode.call_args[0]
+    assert exported_volume is p.inputVolume and exported_path == str(tmp_path / "input.nrrd")
+    runner = RecordingRunner.instances[0]
+    input_path, out_dir, request = runner.started[0]
+    assert (input_path, out_dir, request.prompt) == (exported_path, str(tmp_path / "result"), "liver tumor")
+    assert logic.jobId == job_id and logic.pending.volume is p.inputVolume
+    logic.start(p, logic.settingsFrom(p))  # same engine settings: same (warm) runner
+    assert len(RecordingRunner.instances) == 1 and len(runner.started) == 2
+    p.device = "CPU"
+    logic.start(p, logic.settingsFrom(p))  # another device: the old worker is shut down, a new one started
+    assert len(RecordingRunner.instances) == 2 and runner.stopped
+
+
+def test_start_refuses_wrong_inputs_before_any_export(module):
+    from ZeroShotDiffusionSegLib.errors import UserError
+
+    logic = module.ZeroShotDiffusionSegLogic(runnerFactory=RecordingRunner)
+    with pytest.raises(UserError, match="Choose an input volume"):
+        logic.start(parameters(module, prompt="x"), panel.PanelSettings(prompt="x"))
+    rgb = parameters(module, inputVolume=volume_node(components=3), prompt="x")
+    with pytest.raises(UserError, match="several components"):
+        logic.start(rgb, logic.settingsFrom(rgb))
+    empty_prompt = parameters(module, inputVolume=volume_node(), prompt=" ")
+    with pytest.raises(UserError, match="pick a preset"):
+        logic.start(empty_prompt, logic.settingsFrom(empty_prompt))
+    module.slicer.util.exportNode.assert_not_called()
