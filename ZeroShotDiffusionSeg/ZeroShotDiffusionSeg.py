@@ -121,6 +121,8 @@ class ZeroShotDiffusionSegWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event):
+        self.logic.result = None  # its nodes are gone with the scene
+        self.updateResultsUI()
         if self.parent.isEntered:
             self.initializeParameterNode()
 
@@ -334,6 +336,7 @@ class ZeroShotDiffusionSegLogic(ScriptedLoadableModuleLogic):
         if self.runner:
             self.runner.shutdown()
         self.runner, self.runnerKey = None, None
+        self.removeWorkDir()
 
 
 class ZeroShotDiffusionSegTest(ScriptedLoadableModuleTest):
