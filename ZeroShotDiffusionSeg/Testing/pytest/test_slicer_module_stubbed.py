@@ -171,3 +171,40 @@ def test_start_refuses_wrong_inputs_before_any_export(module):
     with pytest.raises(UserError, match="pick a preset"):
         logic.start(empty_prompt, logic.settingsFrom(empty_prompt))
     module.slicer.util.exportNode.assert_not_called()
+
+
+def test_widget_timer_routes_events_of_the_current_job_only(module):
+    from ZeroShotDiffusionSegLib.runners.base import RunnerEvent
+
+    widget = module.ZeroShotDiffusionSegWidget.__new__(module.ZeroShotDiffusionSegWidget)
+    widget.ui, widget.timer, widget._parameterNode = mock.MagicMock(), mock.MagicMock(), parameters(module)
+    widget.logic = module.ZeroShotDiffusionSegLogic(runnerFactory=RecordingRunner)
+    widget.logic.runner, widget.logic.jobId = mock.MagicMock(), "current"
+    widget.logic.runner.describe.return_value = "local worker (model m, device cuda)"
+    widget.logic.loadResult = mock.MagicMock()
+    widget.logic.runner.poll.return_value = [
+        RunnerEvent("cancelled", "old"),  # late final event of a cancelled run: must not stop this one
+        RunnerEvent("progress", "current", stage="segment", fraction=0.25, eta_s=120.0, message="5/20 slices"),
+        RunnerEvent("ready", info={"model": "m", "device": "cuda"}),
+        RunnerEvent("done", "current", files={"labels": "l.nrrd", "score": "s.nrrd"}, messages=["1 lesion(s)"]),
+    ]
+    widget.onTimer()
+    assert widget.ui.progressBar.value == 25
+    widget.ui.progressBar.setFormat.assert_called_with("segment 25% - about 2 min left (5/20 slices)")
+    assert widget.ui.engineStatusLabel.text == "local worker (model m, device cuda)"
+    widget.logic.loadResult.assert_called_once_with({"labels": "l.nrrd", "score": "s.nrrd"})
+    widget.timer.stop.assert_called_once()
+    assert widget.ui.applyButton.text == "Segment tumor"
+    logged = [c.args[0] for c in widget.ui.logTextEdit.appendPlainText.call_args_list]
+    assert "1 lesion(s)" in logged and not any("Cancelled" in line for line in logged)
+
+
+def test_widget_explains_an_out_of_memory_error(module):
+    from ZeroShotDiffusionSegLib.runners.base import RunnerEvent
+
+    widget = module.ZeroShotDiffusionSegWidget.__new__(module.ZeroShotDiffusionSegWidget)
+    widget.ui, widget.timer = mock.MagicMock(), mock.MagicMock()
+    widget.logic = module.ZeroShotDiffusionSegLogic(runnerFactory=RecordingRunner)
+    widget.onFinished(RunnerEvent("error", "j", message="out of memory: CUDA out of memory. Tried to allocate 2 GiB"))
+    text = module.slicer.util.errorDisplay.call_args.args[0]
+    assert "ROI" in text and module.slicer.util.errorDisplay.call_args.kwargs["windowTitle"] == "Out of memory"
