@@ -38,7 +38,8 @@ def test_missing_inputs_name_the_widget_to_fix():
         roi_corners((0, 0, 0, 1, 0, 1))
     with pytest.raises(UserError, match="KL threshold"):
         build_request(PanelSettings(prompt="x", kl_threshold=0))
-    assert build_request(PanelSettings(mode="unsupervised")).mode == "unsupervised"
+    regions = build_request(PanelSettings(mode="unsupervised", per_lesion=False))
+    assert regions.mode == "unsupervised" and regions.binary is False
 
 
 def test_combo_texts_map_to_values():

@@ -84,7 +84,7 @@ def build_request(settings: PanelSettings) -> VolumeRequest:
         axis=settings.axis,
         batch_size=int(settings.batch_size) if settings.batch_size and settings.batch_size > 0 else None,
         min_volume_mm3=float(settings.min_volume_mm3),
-        binary=not settings.per_lesion,
+        binary=not settings.per_lesion and mode != "unsupervised",  # merging all regions into one means nothing
         params=params,
     )
 
