@@ -81,10 +81,10 @@ class ZeroShotDiffusionSegModuleTest(ScriptedLoadableModuleTest):
         volume = SampleData.downloadSample("MRHead")
         rotation = vtk.vtkTransform()
         rotation.RotateWXYZ(25, 0.3, 0.2, 0.9)
-        directions = vtk.vtkMatrix4x4()
+        directions, oblique = vtk.vtkMatrix4x4(), vtk.vtkMatrix4x4()
         volume.GetIJKToRASDirectionMatrix(directions)
-        vtk.vtkMatrix4x4.Multiply4x4(rotation.GetMatrix(), directions, directions)
-        volume.SetIJKToRASDirectionMatrix(directions)
+        vtk.vtkMatrix4x4.Multiply4x4(rotation.GetMatrix(), directions, oblique)
+        volume.SetIJKToRASDirectionMatrix(oblique)
         return volume
 
     def runToDone(self, logic, parameters):
