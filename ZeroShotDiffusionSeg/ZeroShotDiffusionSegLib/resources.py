@@ -13,8 +13,10 @@ from .errors import UserError
 
 
 def resources_dir() -> Path:
-    """``ZeroShotDiffusionSeg/Resources`` (this file is ``ZeroShotDiffusionSeg/ZeroShotDiffusionSegLib/resources.py``)."""
-    return Path(__file__).resolve().parents[1] / "Resources"
+    """``ZeroShotDiffusionSeg/Resources`` in a source checkout or Slicer; inside the package in a wheel."""
+    beside_package = Path(__file__).resolve().parents[1] / "Resources"
+    in_wheel = Path(__file__).resolve().parent / "Resources"
+    return beside_package if beside_package.is_dir() else in_wheel
 
 
 def resource_path(*parts: str) -> Path:
@@ -22,6 +24,6 @@ def resource_path(*parts: str) -> Path:
     path = resources_dir().joinpath(*parts)
     if not path.exists():
         raise UserError(
-            f"missing resource file {path}: reinstall ZeroShotDiffusionSeg from a full source checkout (pip install -e .)"
+            f"missing resource file {path}: reinstall ZeroShotDiffusionSeg from a full source checkout"
         )
     return path
