@@ -80,6 +80,7 @@ def test_seed_mode_oracle_baselines_and_a_failed_case(pairs_folder, tmp_path, mo
     assert case["seed_index"] == [12, 12] and case["model"]["segments"] == 4
     report = (out / "report.md").read_text()
     assert "meaningless: random weights" in report and "broken" in report
+    assert "| case1 | 1.000 | 1.000 | 1.000 | 1.000 | 1.000 | 0.400 |" in report  # Dice per case, modes in order
     assert sorted(p.name for p in (out / "overlays").iterdir()) == ["case1.png", "case2.png"]
 
 

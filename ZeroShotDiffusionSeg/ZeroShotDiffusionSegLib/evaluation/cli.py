@@ -211,7 +211,7 @@ def run(args) -> int:
 
     summary = report.summarize_modes(records, modes)
     meta = {
-        "dataset": Path(args.root).name,
+        "dataset": "/".join(Path(args.root).resolve().parts[-2:]),  # 'busi-subset/malignant', not just 'malignant'
         "command": "zsdseg eval " + shlex.join(sys.argv[2:] if len(sys.argv) > 1 and sys.argv[1] == "eval" else sys.argv[1:]),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": report.machine_summary(),

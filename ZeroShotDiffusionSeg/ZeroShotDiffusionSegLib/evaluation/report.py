@@ -103,6 +103,14 @@ def write_report_md(path: Path, meta: dict, summary: dict, cases: Sequence[dict]
     for mode, metrics in summary.items():
         lines.append(f"| {MODE_TITLES.get(mode, mode)} | {summary_row(metrics)} |")
     lines += ["", CONVENTIONS, ""]
+    modes = list(summary)
+    finished = [c for c in cases if c.get("status") == "ok"]
+    if finished and modes:
+        lines += ["## Dice per case", "", "| case | " + " | ".join(modes) + " |", "|---" * (len(modes) + 1) + "|"]
+        for case in finished:
+            cells = [f"{case['metrics'][m]['dice']:.3f}" if m in case["metrics"] else "" for m in modes]
+            lines.append(f"| {case['name']} | " + " | ".join(cells) + " |")
+        lines.append("")
     failed = [c for c in cases if c.get("status") != "ok"]
     if failed:
         lines += ["## Failed cases", ""] + [f"- `{c['name']}`: {c.get('error', '')}" for c in failed] + [""]
