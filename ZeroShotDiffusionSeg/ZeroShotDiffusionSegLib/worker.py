@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
 import traceback
 from typing import Callable, Optional, TextIO, Tuple
 
@@ -79,9 +80,12 @@ def serve(args: argparse.Namespace, load: Loader = load_engine, run_volume: Opti
     out = out or _claim_stdout()
     requests = requests or sys.stdin
 
+    lock = threading.Lock()  # progress may be reported from the pipeline's threads: whole lines only
+
     def emit(line: str) -> None:
-        out.write(line + "\n")
-        out.flush()
+        with lock:
+            out.write(line + "\n")
+            out.flush()
 
     if run_volume is None:
         from .volume import run_volume
