@@ -25,13 +25,15 @@ class QuadrantSegmenter:
         for index, image in enumerate(images):
             rows, cols = image.shape[:2]
             labels = (np.arange(rows)[:, None] >= rows // 2) * 2 + (np.arange(cols)[None, :] >= cols // 2)
-            mask = None
+            mask = score = None
             if prompt:
                 mask = labels == 0
+                score = mask.astype(np.float32)
             if seeds is not None and seeds[index]:
                 x, y = seeds[index][0]
                 mask = labels == labels[y, x]
-            results.append(ImageResult(labels=labels.astype(np.int64), mask=mask, timings={"unet": 0.0}))
+            results.append(ImageResult(labels=labels.astype(np.int64), score_map=score, soft=score, mask=mask,
+                                       timings={"unet": 0.0}))
         return results
 
     def provenance(self):
@@ -105,9 +107,7 @@ def test_baselines_only_without_a_model(pairs_folder, tmp_path):
     assert [c["name"] for c in results["cases"]] == ["broken", "case1"]  # natural order, then the limit
 
 
-def test_volume_case_through_the_volume_pipeline(tmp_path, monkeypatch):
-    """nrrd-pairs with the real run_volume: the seed's quadrant propagates through all four slices
-    (deployed), while the per-slice oracle union recovers the lesion's two slices exactly."""
+def _volume_folder(tmp_path):
     import SimpleITK as sitk
 
     root = tmp_path / "volumes"
@@ -121,6 +121,13 @@ def test_volume_case_through_the_volume_pipeline(tmp_path, monkeypatch):
         image = sitk.GetImageFromArray(array)
         image.SetSpacing((1.0, 1.0, 3.0))
         sitk.WriteImage(image, str(root / name))
+    return root
+
+
+def test_volume_case_through_the_volume_pipeline(tmp_path, monkeypatch):
+    """nrrd-pairs with the real run_volume: the seed's quadrant propagates through all four slices
+    (deployed), while the per-slice oracle union recovers the lesion's two slices exactly."""
+    root = _volume_folder(tmp_path)
     monkeypatch.setattr(cli, "_load_segmenter", lambda args: QuadrantSegmenter())
     out = tmp_path / "out"
     assert cli.run(_parse(str(root), "--layout", "nrrd-pairs", "--model", "random:stub", "--out", str(out))) == 0
@@ -134,3 +141,17 @@ def test_volume_case_through_the_volume_pipeline(tmp_path, monkeypatch):
     assert metrics["oracle_single"]["dice"] == pytest.approx(2 * 64 / (64 + 128))
     assert metrics["deployed"]["hd95"] == pytest.approx(3.0)  # one slice (3 mm) beyond the lesion on each side
     assert (out / "overlays" / "case.png").is_file()
+
+
+def test_volume_prompt_mode(tmp_path, monkeypatch):
+    """Prompt mode on a volume: the stub's prompt picks the wrong quadrant in every slice (Dice 0),
+    the oracle still finds the lesion."""
+    root = _volume_folder(tmp_path)
+    monkeypatch.setattr(cli, "_load_segmenter", lambda args: QuadrantSegmenter())
+    out = tmp_path / "out"
+    cli.run(_parse(str(root), "--layout", "nrrd-pairs", "--model", "random:stub", "--prompt", "tumor",
+                   "--no-baselines", "--no-overlays", "--out", str(out)))
+    case = json.loads((out / "results.json").read_text())["cases"][0]
+    assert case["status"] == "ok", case.get("error")
+    assert case["metrics"]["deployed"]["dice"] == 0.0
+    assert case["metrics"]["oracle_union"]["dice"] == pytest.approx(1.0)
