@@ -176,8 +176,10 @@ NO_TORCH = textwrap.dedent("""
     import ZeroShotDiffusionSegLib.slicer.panel, ZeroShotDiffusionSegLib.slicer.results
     import ZeroShotDiffusionSegLib.slicer.setup_state, ZeroShotDiffusionSegLib.slicer.messages
     import ZeroShotDiffusionSegLib.runners.local
-    from ZeroShotDiffusionSegLib.slicer.panel import PanelSettings, build_request
+    from ZeroShotDiffusionSegLib.slicer.panel import PanelSettings, build_request, create_runner
     build_request(PanelSettings(prompt="liver tumor"))
+    create_runner(PanelSettings(server_url="http://gpu-box:8000"), "python")  # remote engine: no torch in Slicer
+    create_runner(PanelSettings(model="random:tiny"), "python")
 """)
 
 
