@@ -65,28 +65,30 @@ _RULES = [
      "Out of memory",
      "The GPU (or RAM) ran out of memory. Draw an ROI around the tumour, lower the batch size "
      "in Advanced, or run on the CPU.",
-     [OFFER_ROI, OFFER_CPU]),
+     [OFFER_ROI, OFFER_CPU], False),
     (re.compile(r"no CUDA GPUs are available|CUDA is not available|sees no CUDA GPU|Torch not compiled with CUDA|"
                 r"no kernel image is available|CUDA driver", re.I),
      "GPU not usable",
      "PyTorch cannot use the GPU (no GPU, or a PyTorch build that does not match the driver). "
      "Run on the CPU, or reinstall PyTorch in the PyTorch Utils module.",
-     [OFFER_CPU]),
+     [OFFER_CPU], False),
+    # The engine's ModelLoadError lines (engine/backbone.py) are specific; they are shown first.
     (re.compile(r"weights|safetensors|snapshot|not found on the hub|offline|HF_HUB_OFFLINE|"
-                r"does not appear to have|model_index\.json|Repository Not Found|LocalEntryNotFound", re.I),
+                r"does not appear to have|model_index\.json|Repository Not Found|LocalEntryNotFound|"
+                r"could not download model|could not load model|model folder|diffusers folder|unknown model", re.I),
      "Model weights missing",
-     "The model weights could not be loaded. Connect to the internet for the first download, or "
-     "download the model once (huggingface-cli download <model id>) and choose its folder as "
-     "'Model' in Advanced: a local folder works offline.",
-     [OFFER_CHOOSE_FOLDER]),
+     "Connect to the internet for the first download, or download the model once "
+     "(huggingface-cli download <model id>) and choose its folder as 'Model' in Advanced: "
+     "a local folder works offline.",
+     [OFFER_CHOOSE_FOLDER], True),
 ]
 
 
 def explain(message: str, log_tail: Sequence[str] = ()) -> UserMessage:
     """Map a worker/runner error line to what the user can do about it."""
-    for pattern, title, text, actions in _RULES:
+    for pattern, title, text, actions, message_first in _RULES:
         if pattern.search(message) or any(pattern.search(line) for line in log_tail[-5:]):
-            return UserMessage(title, text, list(actions), detail=message)
+            return UserMessage(title, f"{message}\n\n{text}" if message_first else text, list(actions), detail=message)
     return UserMessage("Segmentation failed", message, [OFFER_SHOW_LOG], detail="\n".join(log_tail))
 
 
