@@ -100,6 +100,7 @@ class ZeroShotDiffusionSegWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.initializeParameterNode()
         self.updateResultsUI()
+        self.ui.engineStatusLabel.text = f"not started ({setup_state.installed_summary()})"
 
     def cleanup(self):
         self.timer.stop()

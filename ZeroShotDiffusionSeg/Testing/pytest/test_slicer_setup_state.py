@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from ZeroShotDiffusionSegLib.slicer.setup_state import (
-    PIP_FAILURE_HINT, EngineSetup, SetupHooks, SetupState, licence_for_model, missing_requirements,
+    PIP_FAILURE_HINT, EngineSetup, SetupHooks, SetupState, installed_summary, licence_for_model, missing_requirements,
     parse_requirements, read_requirements_file, requirement_name, requirements_for_engine, without_torch,
     worker_environment)
 
@@ -170,3 +170,8 @@ def test_remote_engine_needs_neither_torch_nor_a_local_licence():
     client = {requirement_name(r) for r in requirements_for_engine(requirements, local_engine=False)}
     assert client == {"httpx", "numpy", "scipy", "simpleitk", "psutil"}
     assert requirements_for_engine(requirements, local_engine=True) == requirements
+
+
+def test_installed_summary_names_versions_and_gaps():
+    versions = {"torch": "2.13.0+cu126", "diffusers": "0.42.1"}
+    assert installed_summary(versions.get) == "torch 2.13.0+cu126, diffusers 0.42.1, transformers not installed"

@@ -140,6 +140,13 @@ def installed_version(name: str) -> Optional[str]:
         return None
 
 
+def installed_summary(version_of: Callable[[str], Optional[str]] = None,
+                      names: Sequence[str] = ("torch", "diffusers", "transformers")) -> str:
+    """'torch 2.13.0, diffusers 0.42.1, transformers not installed' for the panel's Engine line."""
+    version_of = version_of or installed_version
+    return ", ".join(f"{name} {version_of(name) or 'not installed'}" for name in names)
+
+
 def read_requirements_file(path) -> List[str]:
     return parse_requirements(Path(path).read_text(encoding="utf-8"))
 
