@@ -82,7 +82,7 @@ class ZeroShotDiffusionSegWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         self.ui.lesionTable.setColumnCount(len(TABLE_HEADERS))
         self.ui.lesionTable.setHorizontalHeaderLabels(TABLE_HEADERS)
         self.ui.applyButton.clicked.connect(self.onApplyButton)
-        self.ui.presetComboBox.activated.connect(self.onPresetChosen)
+        self.ui.presetComboBox.connect("activated(int)", self.onPresetChosen)  # not the QString overload
         self.ui.modelFolderButton.clicked.connect(self.onChooseModelFolder)
         self.ui.restartEngineButton.clicked.connect(self.onRestartEngine)
         self.ui.thresholdSlider.valueChanged.connect(self.onThresholdChanged)
