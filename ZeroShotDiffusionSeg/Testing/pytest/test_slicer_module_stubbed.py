@@ -84,6 +84,8 @@ def module(monkeypatch, tmp_path):
     yield loaded
     for name in ("ZeroShotDiffusionSeg", "ZeroShotDiffusionSegLib.slicer.mrml"):
         sys.modules.pop(name, None)  # the stand-ins must not leak into other tests
+    import ZeroShotDiffusionSegLib.slicer as package
+    package.__dict__.pop("mrml", None)
 
 
 def volume_node(name="CT", dims=(40, 30, 20), components=1, class_name="vtkMRMLScalarVolumeNode"):
@@ -208,3 +210,68 @@ def test_widget_explains_an_out_of_memory_error(module):
     widget.onFinished(RunnerEvent("error", "j", message="out of memory: CUDA out of memory. Tried to allocate 2 GiB"))
     text = module.slicer.util.errorDisplay.call_args.args[0]
     assert "ROI" in text and module.slicer.util.errorDisplay.call_args.kwargs["windowTitle"] == "Out of memory"
+
+
+class FakeSegment:
+    def __init__(self, name):
+        self.name, self.tags = name, {}
+
+    def GetName(self):
+        return self.name
+
+    @staticmethod
+    def GetTerminologyEntryTagName():
+        return "TerminologyEntry"
+
+    def SetTag(self, key, value):
+        self.tags[key] = value
+
+
+class FakeSegmentation:
+    def __init__(self, names=()):
+        self.segments, self.counter = {}, 0
+        for name in names:
+            self.AddEmptySegment("", name, (0, 0, 0))
+
+    def AddEmptySegment(self, segment_id, name, color):
+        self.counter += 1
+        new_id = f"Segment_{self.counter}"
+        self.segments[new_id] = FakeSegment(name)
+        return new_id
+
+    def GetSegment(self, segment_id):
+        return self.segments[segment_id]
+
+    def GetSegmentIDs(self):
+        return tuple(self.segments)
+
+    def RemoveSegment(self, segment_id):
+        del self.segments[segment_id]
+
+    def names(self):
+        return [s.name for s in self.segments.values()]
+
+
+def test_result_importer_replaces_only_its_own_segments_on_threshold_changes(module):
+    import numpy as np
+
+    from ZeroShotDiffusionSegLib.slicer.geometry import make_geometry
+    from ZeroShotDiffusionSegLib.slicer.results import ResultSession
+
+    segmentation = FakeSegmentation(["kept", "liver tumor 1"])
+    node = SimpleNamespace(GetSegmentation=lambda: segmentation)
+    importer = module.mrml.ResultImporter(volume_node(), node, request=None)  # mrml bound to this test's stand-ins
+    score = np.zeros((4, 12, 12), np.float32)
+    score[1:3, 1:6, 1:6], score[2, 8:10, 8:10] = 0.9, 0.55
+    importer.session = ResultSession("prompt", "liver tumor", score, None,
+                                     make_geometry((0, 0, 0), (1, 1, 2), np.eye(3)), threshold=0.5)
+    importer.apply(importer.session.view(existing_names=importer.other_segment_names()))
+    assert segmentation.names() == ["kept", "liver tumor 1", "liver tumor 2", "liver tumor 3"]
+    new = importer.segment_ids
+    assert "108369006" in segmentation.GetSegment(new[0]).tags["TerminologyEntry"]
+    masks = [c.args[0] for c in module.slicer.util.updateSegmentBinaryLabelmapFromArray.call_args_list]
+    assert [int(m.sum()) for m in masks] == [50, 4] and all(c.args[3] is importer.volume for c in
+                                                           module.slicer.util.updateSegmentBinaryLabelmapFromArray.call_args_list)
+    importer.apply_threshold(0.7)
+    assert segmentation.names() == ["kept", "liver tumor 1", "liver tumor"], "old result segments replaced, others kept"
+    assert not set(new) & set(segmentation.GetSegmentIDs())
