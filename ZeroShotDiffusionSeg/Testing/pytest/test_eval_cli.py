@@ -155,3 +155,22 @@ def test_volume_prompt_mode(tmp_path, monkeypatch):
     assert case["status"] == "ok", case.get("error")
     assert case["metrics"]["deployed"]["dice"] == 0.0
     assert case["metrics"]["oracle_union"]["dice"] == pytest.approx(1.0)
+
+
+def test_empty_truth_case_follows_the_conventions(tmp_path, monkeypatch):
+    """No lesion: no seed to give, so seed-mode selections are empty (Dice 1, HD95 0), while the
+    whole-image floor predicts something (Dice 0, HD95 undefined and counted as such)."""
+    root = tmp_path / "data"
+    root.mkdir()
+    Image.fromarray(np.full((SIZE, SIZE), 80, np.uint8)).save(root / "clear.png")
+    Image.fromarray(np.zeros((SIZE, SIZE), np.uint8)).save(root / "clear_mask.png")
+    monkeypatch.setattr(cli, "_load_segmenter", lambda args: QuadrantSegmenter())
+    out = tmp_path / "out"
+    cli.run(_parse(str(root), "--model", "random:stub", "--no-overlays", "--out", str(out)))
+    results = json.loads((out / "results.json").read_text())
+    case = results["cases"][0]
+    assert case["seed_index"] is None
+    for mode in ("deployed", "oracle_single", "oracle_union", "otsu", "kmeans"):
+        assert (case["metrics"][mode]["dice"], case["metrics"][mode]["hd95"]) == (1.0, 0.0)
+    assert case["metrics"]["whole_image"]["dice"] == 0.0 and case["metrics"]["whole_image"]["hd95"] is None
+    assert results["summary"]["whole_image"]["hd95"]["n_undefined"] == 1

@@ -130,6 +130,13 @@ def test_hungarian_leaves_a_small_lesion_unmatched_by_a_single_segment():
     assert chosen == [] and not mask.any()  # the one segment matches the background far better
 
 
+def test_oracles_predict_nothing_for_an_empty_truth():
+    empty = np.zeros(LABELS.shape, bool)
+    for oracle in (hungarian_segment, greedy_union):
+        mask, chosen = oracle(LABELS, empty)
+        assert chosen == [] and not mask.any(), oracle.__name__
+
+
 def test_per_slice_unique_separates_ids_between_slices():
     stack = np.stack([np.array([[0, 1]]), np.array([[0, 1]])])
     unique = per_slice_unique(stack, axis=0)

@@ -65,14 +65,11 @@ def _load_segmenter(args):
 
 def _baseline_predictions(image, seed, is_volume, clusters) -> Dict[str, np.ndarray]:
     if seed is None:  # empty truth: no click to give, so the seeded baselines select nothing
-        shape = image.shape if is_volume else image.shape[:2]
-        return {"otsu": np.zeros(shape, dtype=bool), "kmeans": np.zeros(shape, dtype=bool),
-                "whole_image": baselines.whole_image(image, seed, is_volume)}
-    return {
-        "otsu": baselines.otsu_seed(image, seed, is_volume),
-        "kmeans": baselines.kmeans_seed(image, seed, is_volume, clusters),
-        "whole_image": baselines.whole_image(image, seed, is_volume),
-    }
+        otsu = kmeans = np.zeros(image.shape if is_volume else image.shape[:2], dtype=bool)
+    else:
+        otsu = baselines.otsu_seed(image, seed, is_volume)
+        kmeans = baselines.kmeans_seed(image, seed, is_volume, clusters)
+    return {"otsu": otsu, "kmeans": kmeans, "whole_image": baselines.whole_image(image, seed, is_volume)}
 
 
 def _model_predictions_2d(segmenter, image, truth, seed, selection, prompt, params):

@@ -4,7 +4,7 @@ with the ground truth as oracle. This is what DiffSeg's Hungarian evaluation mea
 
 * ``hungarian_segment``: one segment per ground-truth class, classes {background, lesion},
   assigned to maximise the summed IoU (scipy's linear_sum_assignment, DiffSeg/PiCIE protocol);
-  the prediction is the segment assigned to the lesion.
+  the prediction is the segment assigned to the lesion, if it overlaps the lesion at all.
 * ``greedy_union``: starting from nothing, repeatedly add the segment that raises the IoU with
   the lesion most, until no segment raises it. Segments are disjoint, so the IoU of a union is
   computed from per-segment counts without building masks.
@@ -41,7 +41,8 @@ def hungarian_segment(labels: np.ndarray, truth: np.ndarray) -> Tuple[np.ndarray
     iou_background = background_overlaps / np.maximum(sizes + background_size - background_overlaps, 1)
     iou_lesion = overlaps / np.maximum(sizes + lesion_size - overlaps, 1)
     rows, columns = linear_sum_assignment(np.stack([iou_background, iou_lesion], axis=1), maximize=True)
-    chosen = [int(ids[row]) for row, column in zip(rows, columns) if column == 1]
+    # A segment that shares no pixel with the lesion is no match: better to predict nothing (e.g. no lesion).
+    chosen = [int(ids[row]) for row, column in zip(rows, columns) if column == 1 and overlaps[row] > 0]
     return np.isin(labels, chosen), chosen
 
 
