@@ -127,3 +127,20 @@ def test_segment_with_server_converts_a_detached_header_and_times_out(tmp_path):
         assert not (tmp_path / "slow").exists()
     assert ours_in_system_temp() == before  # the converted upload was removed
     assert leftover_files(tmp_path / "server-work") == []
+
+
+def test_zsdseg_segment_server_option_end_to_end(tmp_path, volume, capsys):
+    """The top-level command as a user types it: the lead's parser, the volume options, --server."""
+    from ZeroShotDiffusionSegLib.cli import main
+
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKENS["bob"])
+    with start_server(tmp_path) as server:
+        code = main(["segment", str(volume), "--prompt", "liver tumor", "--window", "400/40", "--out-dir", str(tmp_path / "out"),
+                     "--progress", "none", "--server", server.url, "--token-file", str(token_file)])
+        assert code == 0, capsys.readouterr().err
+        assert main(["segment", str(volume), "--out-dir", str(tmp_path / "x"), "--server", server.url, "--token-file", str(token_file)]) == 2
+    err = capsys.readouterr().err
+    assert "zsdseg: error: a volume needs --prompt TEXT" in err  # refused locally, before any upload
+    provenance = json.loads((tmp_path / "out" / "provenance.json").read_text())
+    assert provenance["request"]["prompt"] == "liver tumor" and provenance["request"]["window"] == "400/40"
