@@ -8,7 +8,6 @@ tests), so the HTTP layer never knows how segmentation is done.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import shutil
 import time
