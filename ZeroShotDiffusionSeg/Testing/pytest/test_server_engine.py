@@ -3,7 +3,6 @@ over HTTP equals a local run byte for byte, apart from timings and the input's p
 
 import json
 
-
 from ZeroShotDiffusionSegLib.server.cli import build_executor, engine_info_provider
 from ZeroShotDiffusionSegLib.server.client import ServerClient, run_remote_job
 from ZeroShotDiffusionSegLib.volume import run_volume
