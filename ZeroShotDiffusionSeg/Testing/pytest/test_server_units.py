@@ -10,7 +10,8 @@ from ZeroShotDiffusionSegLib.errors import UserError
 from ZeroShotDiffusionSegLib.server import cli as server_cli
 from ZeroShotDiffusionSegLib.server.auth import TokenStore, parse_token_lines, read_client_token
 from ZeroShotDiffusionSegLib.server.protocol import is_compatible, request_from_json, request_to_json, upload_extension
-from ZeroShotDiffusionSegLib.server.uploads import nifti_data_is_complete, validate_upload
+from ZeroShotDiffusionSegLib.server.uploads import validate_upload
+from ZeroShotDiffusionSegLib.volume.io import nifti_data_is_complete
 from ZeroShotDiffusionSegLib.volume.request import VolumeRequest
 from test_server_support import make_volume
 
@@ -121,16 +122,15 @@ def test_upload_validation_accepts_volumes_and_refuses_the_rest(tmp_path):
         validate(good, request=VolumeRequest())
     junk = tmp_path / "junk.nrrd"
     junk.write_bytes(gzip.compress(b"not an image at all" * 50))
-    uploads = [junk]
+    with pytest.raises(UserError, match=r"^the upload is not a readable NRRD/NIfTI/MHA volume \(or it is truncated\)$"):
+        validate(junk)
     for name in ("cut.nii.gz", "cut.nii"):  # ITK reads these without complaint: checked by nifti_data_is_complete
         whole = make_volume(tmp_path / name.replace("cut", "whole"))
         assert nifti_data_is_complete(whole)
         (tmp_path / name).write_bytes(whole.read_bytes()[: whole.stat().st_size * 9 // 10])
         assert not nifti_data_is_complete(tmp_path / name)
-        uploads.append(tmp_path / name)
-    for path in uploads:
-        with pytest.raises(UserError, match=r"^the upload is not a readable NRRD/NIfTI/MHA volume \(or it is truncated\)$"):
-            validate(path)
+        with pytest.raises(UserError, match=r"^the uploaded volume is truncated: its NIfTI header promises more voxel data"):
+            validate(tmp_path / name)
     constant = tmp_path / "flat.nrrd"
     sitk.WriteImage(sitk.GetImageFromArray(np.full((3, 8, 8), 7, np.int16)), str(constant))
     with pytest.raises(UserError, match=r"^the uploaded volume is constant"):

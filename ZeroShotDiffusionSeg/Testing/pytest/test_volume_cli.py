@@ -165,12 +165,12 @@ def test_sigterm_stops_after_the_batch_with_exit_130_and_no_outputs(volume_path,
 
 def test_the_terminal_bar_follows_the_events(capsys):
     from ZeroShotDiffusionSegLib.progress import ProgressEvent
-    from ZeroShotDiffusionSegLib.volume.cli import _progress_printer
+    from ZeroShotDiffusionSegLib.volume.cli import progress_printer
 
-    show, close = _progress_printer("bar")
+    show, close = progress_printer("bar")
     for stage, fraction in [("read", 0.1), ("segment", 0.55), ("done", 1.0)]:
         show(ProgressEvent(stage, fraction, 1.0))
     close()
     err = capsys.readouterr().err
     assert "segment:  55%" in err and "done: 100%" in err
-    assert _progress_printer("none")[0] is None
+    assert progress_printer("none")[0] is None

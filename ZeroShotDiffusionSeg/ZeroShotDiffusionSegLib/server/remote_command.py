@@ -32,17 +32,17 @@ def run_remote_segment(args, request: Optional[VolumeRequest] = None) -> int:
     ``args`` by the volume command's ``request_from_args``. Progress, Ctrl-C and the summary
     behave as in a local run; Ctrl-C cancels the job on the server.
     """
-    from ..volume.cli import _print_summary, _progress_printer, _refuse_image_options, cancel_on_signals, request_from_args
+    from ..volume.cli import print_summary, progress_printer, refuse_image_options, cancel_on_signals, request_from_args
     from ..volume.pipeline import check_request
     from .auth import read_client_token
     from .client import ServerClient, run_remote_job
 
-    _refuse_image_options(args)
+    refuse_image_options(args)
     request = request if request is not None else request_from_args(args)
     check_request(args.input, args.out_dir, request)  # every input error, before the upload
     token = read_client_token(args.token_file) if args.token_file else None
     kind = getattr(args, "progress", None) or ("bar" if sys.stderr.isatty() else "none")
-    callback, close = _progress_printer(kind)
+    callback, close = progress_printer(kind)
     cancel = threading.Event()
     timeout_s = getattr(args, "server_timeout", None)
     timed_out = threading.Event()
@@ -64,7 +64,7 @@ def run_remote_segment(args, request: Optional[VolumeRequest] = None) -> int:
         if timer is not None:
             timer.cancel()
         close()
-    _print_summary(result, kind)
+    print_summary(result, kind)
     times = result.timings
     print(f"remote: upload {times['upload_s']:.1f} s, queued {times['queued_s']:.1f} s, server {times['server_s']:.1f} s, "
           f"download {times['download_s']:.1f} s", file=sys.stderr)

@@ -133,7 +133,7 @@ def request_from_args(args) -> VolumeRequest:
     )
 
 
-def _refuse_image_options(args) -> None:
+def refuse_image_options(args) -> None:
     if getattr(args, "seed", None):
         raise UserError("--seed X,Y is for 2-D images; for a volume give --seed-ras X,Y,Z or --seed-lps X,Y,Z (mm)")
     image_only = [name for name in ("out", "heatmap", "labels") if getattr(args, name, None)]
@@ -146,7 +146,7 @@ def _refuse_image_options(args) -> None:
         raise UserError("a volume needs --out-dir FOLDER for labels.nrrd, score.nrrd, lesions.csv and provenance.json")
 
 
-def _progress_printer(kind: str):
+def progress_printer(kind: str):
     """(callback, close) for the chosen progress style."""
     if kind == "json":
         def emit(event: ProgressEvent) -> None:
@@ -188,7 +188,7 @@ def cancel_on_signals(cancel: threading.Event):
             signal.signal(signum, handler)
 
 
-def _print_summary(result, kind: str) -> None:
+def print_summary(result, kind: str) -> None:
     if kind == "json":
         print(json.dumps({
             "event": "done",
@@ -211,11 +211,11 @@ def run_volume_command(args, segmenter_factory: Callable[[], object]) -> int:
     """Check everything, load the model, run the pipeline with progress and signal handling; exit code 0."""
     from .pipeline import check_request, run_volume
 
-    _refuse_image_options(args)
+    refuse_image_options(args)
     request = request_from_args(args)
     check_request(args.input, args.out_dir, request)
     kind = args.progress or ("bar" if sys.stderr.isatty() else "none")
-    callback, close = _progress_printer(kind)
+    callback, close = progress_printer(kind)
     cancel = threading.Event()
     try:
         with cancel_on_signals(cancel):
@@ -225,5 +225,5 @@ def run_volume_command(args, segmenter_factory: Callable[[], object]) -> int:
             result = run_volume(args.input, args.out_dir, segmenter, request, progress=callback, cancel=cancel)
     finally:
         close()
-    _print_summary(result, kind)
+    print_summary(result, kind)
     return 0

@@ -11,6 +11,7 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
@@ -215,7 +216,8 @@ def _provenance(input_path, prepared: _Prepared, segmenter, request, mode, runne
     return {
         "tool": {"name": "zsdseg", "version": __version__},
         "input": {
-            "path": str(input_path),
+            # The file name only: a full path can carry a patient's name and, on the server, its private folder.
+            "name": Path(input_path).name,
             "sha256": prepared.checksum,
             "size_ijk": list(image.GetSize()),
             "spacing_mm": list(image.GetSpacing()),
