@@ -174,3 +174,13 @@ def test_empty_truth_case_follows_the_conventions(tmp_path, monkeypatch):
         assert (case["metrics"][mode]["dice"], case["metrics"][mode]["hd95"]) == (1.0, 0.0)
     assert case["metrics"]["whole_image"]["dice"] == 0.0 and case["metrics"]["whole_image"]["hd95"] is None
     assert results["summary"]["whole_image"]["hd95"]["n_undefined"] == 1
+
+
+def test_only_selects_cases_by_name_and_rejects_unknown_names(pairs_folder, tmp_path):
+    from ZeroShotDiffusionSegLib.errors import UserError
+
+    out = tmp_path / "out"
+    cli.run(_parse(str(pairs_folder), "--only", "case2", "--no-overlays", "--out", str(out)))
+    assert [c["name"] for c in json.loads((out / "results.json").read_text())["cases"]] == ["case2"]
+    with pytest.raises(UserError, match="nope"):
+        cli.run(_parse(str(pairs_folder), "--only", "case1,nope", "--out", str(out)))

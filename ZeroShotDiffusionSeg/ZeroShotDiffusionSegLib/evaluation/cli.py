@@ -48,6 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timestep", type=int, default=SegmentationParams.timestep, help="diffusion timestep (default: %(default)s)")
     parser.add_argument("--selection-threshold", type=float, default=SegmentationParams.selection_threshold,
                         help="prompt mode: keep segments scoring at least this (default: %(default)s)")
+    parser.add_argument("--only", default=None, help="evaluate only these cases: comma-separated names, e.g. lung2,brain1")
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N cases (natural order)")
     parser.add_argument("--out", default="zsdseg-eval", help="output folder for report.md, results.json, overlays/")
     parser.add_argument("--no-overlays", action="store_true", help="do not write an overlay PNG per case")
@@ -190,6 +191,12 @@ def run(args) -> int:
         raise UserError("nothing to evaluate: give --model, or drop --no-baselines")
     params = SegmentationParams(kl_threshold=args.kl_threshold, timestep=args.timestep, selection_threshold=args.selection_threshold)
     cases = layouts.discover(args.layout, args.root, args.mask_pattern, args.wbc_target)
+    if args.only:
+        wanted = [name.strip() for name in args.only.split(",") if name.strip()]
+        unknown = sorted(set(wanted) - {case.name for case in cases})
+        if unknown:
+            raise UserError(f"--only: no case named {', '.join(unknown)} (names are the image stems, e.g. {cases[0].name})")
+        cases = [case for case in cases if case.name in wanted]
     if args.limit is not None:
         cases = cases[: max(args.limit, 0)]
     out_dir = Path(args.out)
