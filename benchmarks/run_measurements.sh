@@ -22,6 +22,7 @@ zsdseg eval "$DATA/pyradiomics-testcases" --layout nrrd-pairs --out "$OUT/nrrd-b
 zsdseg eval "$DATA/busi-subset/malignant" --layout busi --model "$MODEL" --prompt "breast tumor" --limit 5 --out "$OUT/busi-malignant-model"
 zsdseg eval "$DATA/ph2-melanoma" --layout ph2 --model "$MODEL" --prompt "skin lesion" --limit 5 --out "$OUT/ph2-model"
 zsdseg eval "$DATA/pyradiomics-testcases" --layout nrrd-pairs --model "$MODEL" --limit 1 --out "$OUT/brain1-model-seed"
+zsdseg eval "$DATA/pyradiomics-testcases" --layout nrrd-pairs --only lung2 --model "$MODEL" --prompt "lung tumor" --out "$OUT/lung2-model-prompt"
 
 # 3. Speed and memory (random weights are fine: speed does not depend on weight values).
 if [ "${SKIP_SD15:-0}" != 1 ]; then
