@@ -17,9 +17,10 @@ from typing import Dict, Optional, Sequence
 
 import torch
 
-# Query rows per block are chosen so that one block of scores holds about this many floats: 16 MB fits
-# a CPU's cache hierarchy; a GPU prefers fewer, larger kernels.
-_BLOCK_ELEMENTS_CPU = 4 * 1024 * 1024
+# Query rows per block are chosen so that one block of scores holds about this many floats. On a CPU,
+# 4 MB blocks stay in cache (measured on SD 1.5's 64x64 layers: 32 rows 150 ms, 128 rows 300 ms per
+# layer); a GPU prefers fewer, larger kernels.
+_BLOCK_ELEMENTS_CPU = 1024 * 1024
 _BLOCK_ELEMENTS_CUDA = 64 * 1024 * 1024
 
 
@@ -119,14 +120,16 @@ class CapturingAttnProcessor:
                 raise ValueError(f"attention over {tokens} query tokens is not a square latent; capture needs square inputs")
             width = len(columns) if is_cross else keys
             target = self.store.accumulator(side, is_cross, (batch, tokens, width), query.device)
-        key_t = key.float().transpose(-1, -2)
+        # Scaling Q once saves a pass over every block of scores; a contiguous Kᵀ makes each product faster.
+        query = query.float() * scale
+        key_t = key.float().transpose(-1, -2).contiguous()
         value = value.float()
         output = torch.empty((batch, heads, tokens, value.shape[-1]), dtype=torch.float32, device=query.device)
         budget = _BLOCK_ELEMENTS_CUDA if query.device.type == "cuda" else _BLOCK_ELEMENTS_CPU
         rows = max(1, budget // (batch * heads * keys))
         for start in range(0, tokens, rows):
             block = slice(start, start + rows)
-            scores = torch.matmul(query[:, :, block].float(), key_t).mul_(scale)
+            scores = torch.matmul(query[:, :, block], key_t)
             if attention_mask is not None:
                 scores += attention_mask if attention_mask.shape[2] == 1 else attention_mask[:, :, block]
             probs = scores.softmax(dim=-1)
