@@ -126,17 +126,20 @@ class CapturingAttnProcessor:
         value = value.float()
         output = torch.empty((batch, heads, tokens, value.shape[-1]), dtype=torch.float32, device=query.device)
         budget = _BLOCK_ELEMENTS_CUDA if query.device.type == "cuda" else _BLOCK_ELEMENTS_CPU
-        rows = max(1, budget // (batch * heads * keys))
-        for start in range(0, tokens, rows):
-            block = slice(start, start + rows)
-            scores = torch.matmul(query[:, :, block], key_t)
-            if attention_mask is not None:
-                scores += attention_mask if attention_mask.shape[2] == 1 else attention_mask[:, :, block]
-            probs = scores.softmax(dim=-1)
-            output[:, :, block] = torch.matmul(probs, value)
-            if target is not None:
-                kept = probs[..., columns] if is_cross else probs
-                target[:, block].add_(kept.sum(dim=1), alpha=1.0 / heads)
+        # Blocks are per image: dividing the budget by the batch would shrink them to a few rows at batch 4+.
+        rows = max(1, budget // (heads * keys))
+        for image in range(batch):
+            for start in range(0, tokens, rows):
+                block = slice(start, start + rows)
+                scores = torch.matmul(query[image, :, block], key_t[image])
+                if attention_mask is not None:
+                    mask = attention_mask[image]
+                    scores += mask if mask.shape[1] == 1 else mask[:, block]
+                probs = scores.softmax(dim=-1)
+                output[image, :, block] = torch.matmul(probs, value[image])
+                if target is not None:
+                    kept = probs[..., columns] if is_cross else probs
+                    target[image, block].add_(kept.sum(dim=0), alpha=1.0 / heads)
         return output
 
 
