@@ -14,22 +14,17 @@ from pathlib import Path
 from ZeroShotDiffusionSegLib.evaluation.report import MODE_TITLES, summary_row
 
 
-def eval_rows(path: Path, document: dict) -> None:
+def eval_rows(document: dict) -> None:
     meta = document["meta"]
     stamp = " — **meaningless: random weights**" if meta.get("meaningless") else ""
     print(f"\n`{meta['command']}` ({meta['date'][:10]}; {meta['machine']}){stamp}\n")
     print("| mode | n | Dice mean ± sd | Dice median | Dice 95% CI | IoU mean ± sd | IoU median | HD95 median | HD95 undefined |")
     print("|---|---|---|---|---|---|---|---|---|")
     for mode, metrics in document["summary"].items():
-        print(f"| {MODE_TITLES.get(mode, mode)} | {summary_row(_nan_for_null(metrics))} |")
+        print(f"| {MODE_TITLES.get(mode, mode)} | {summary_row(metrics)} |")
     failed = [c["name"] for c in document["cases"] if c["status"] != "ok"]
     if failed:
         print(f"\nfailed: {', '.join(failed)}")
-
-
-def _nan_for_null(metrics: dict) -> dict:
-    """results.json writes NaN as null; the table formatter expects floats."""
-    return {m: {k: (float("nan") if v is None else v) for k, v in s.items()} for m, s in metrics.items()}
 
 
 def bench_row(document: dict) -> None:
@@ -47,7 +42,7 @@ def main(paths) -> int:
     for name in paths:
         document = json.loads(Path(name).read_text())
         if "summary" in document:
-            eval_rows(Path(name), document)
+            eval_rows(document)
         elif "stages_s" in document:
             bench_row(document)
     return 0
