@@ -15,7 +15,7 @@ import SimpleITK as sitk
 
 from ..volume.consolidation import lesion_table, number_lesions
 from ..volume.slicing import choose_slice_axis
-from .geometry import Geometry, apply_geometry_to_sitk_image, ras_to_lps
+from .geometry import Geometry, apply_geometry_to_sitk_image
 
 
 def binary_mask(score: np.ndarray, threshold: float, region: Optional[np.ndarray] = None) -> np.ndarray:
@@ -43,9 +43,8 @@ def threshold_to_labels(score: np.ndarray, threshold: float, voxel_volume_mm3: f
 
 def lesion_rows(labels: np.ndarray, score: np.ndarray, geometry: Geometry) -> List[dict]:
     """The rows of lesions.csv for ``labels`` (numpy k, j, i order) on a volume with ``geometry``."""
-    lps = geometry if geometry.frame == "LPS" else ras_to_lps(geometry)
     carrier = sitk.Image(1, 1, 1, sitk.sitkUInt8)  # holds the geometry only; the measures read no pixels
-    apply_geometry_to_sitk_image(carrier, lps)
+    apply_geometry_to_sitk_image(carrier, geometry)  # converts a RAS geometry to ITK's LPS
     axial_axis = choose_slice_axis(carrier.GetDirection(), "axial")
     return lesion_table(labels, score, carrier, axial_axis)
 
