@@ -157,7 +157,7 @@ class ZeroShotDiffusionSegWidget(ScriptedLoadableModuleWidget, VTKObservationMix
                 return
             self.ui.progressBar.value = 0
             self.logic.start(self._parameterNode, settings, self.presets)
-            self.log(f"Started: {panel.build_request(settings).mode}, engine {self.logic.runner.describe()}")
+            self.log(f"Started: {settings.mode}, engine {self.logic.runner.describe()}")
             self.setRunning(True)
 
     def onTimer(self):
