@@ -98,8 +98,7 @@ class ResultImporter:
         slicer.mrmlScene.SaveStateForUndo()
         for result_node in (node, self.score_node):
             result_node.SetAndObserveTransformNodeID(volume.GetTransformNodeID())
-        node.SetReferenceImageGeometryParameterFromVolumeNode(volume)
-        node.SetNodeReferenceID(node.GetReferenceImageGeometryReferenceRole(), volume.GetID())
+        node.SetReferenceImageGeometryParameterFromVolumeNode(volume)  # also sets the geometry node reference
         node.CreateDefaultDisplayNodes()
         hierarchy = slicer.mrmlScene.GetSubjectHierarchyNode()
         study = hierarchy.GetItemParent(hierarchy.GetItemByDataNode(volume))
