@@ -79,8 +79,8 @@ def terminology_entry(segment_type: Code = NEOPLASM,
 def terminology_for(mode: str, prompt: Optional[str], presets: Sequence[PromptPreset] = ()) -> str:
     """Neoplasm (with the prompt's organ) for prompt/seed results; plain Tissue for unsupervised regions."""
     if mode == "unsupervised":
-        return terminology_entry(TISSUE, ("SCT", "85756007", "Tissue"))
-    region = region_for_prompt(prompt or "", presets) if prompt else None
+        return terminology_entry(TISSUE, TISSUE)  # type Tissue in category Tissue: the same code
+    region = region_for_prompt(prompt, presets) if prompt else None
     return terminology_entry(NEOPLASM, MORPHOLOGICALLY_ALTERED_STRUCTURE, region)
 
 
