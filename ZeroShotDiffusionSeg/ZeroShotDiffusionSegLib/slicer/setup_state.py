@@ -251,7 +251,7 @@ class EngineSetup:
             self._go(SetupState.DECLINED, "Required packages missing: " + ", ".join(missing))
 
     def _install_packages(self):
-        self.hooks.install_packages(without_torch(self._pending))
+        self.hooks.install_packages(self._pending)  # torch already left out by _check_packages
         still_missing = without_torch(self.hooks.missing_packages())
         if still_missing:
             self._go(SetupState.RESTART_REQUIRED,
