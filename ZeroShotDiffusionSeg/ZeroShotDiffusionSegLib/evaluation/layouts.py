@@ -36,6 +36,8 @@ VOLUME_EXTENSIONS = (".nrrd", ".nii.gz", ".nii", ".mha", ".mhd")
 LAYOUTS = ("pairs", "busi", "ph2", "wbc", "nrrd-pairs")
 WBC_TARGETS = ("nucleus", "cell")
 DEFAULT_MASK_PATTERN = "{name}_mask{ext}"
+# PIL modes of 16-bit and 32-bit images: read as they are, since convert("L") would clip them.
+_WIDE_MODES = ("I;16", "I;16B", "I;16L", "I", "F")
 
 
 @dataclass
@@ -204,7 +206,7 @@ def read_image(path: Path) -> np.ndarray:
     from PIL import Image
 
     with Image.open(path) as image:
-        if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        if image.mode in _WIDE_MODES:
             array = np.asarray(image, dtype=np.float64)
             low, high = float(array.min()), float(array.max())
             return ((array - low) / (high - low) if high > low else np.zeros_like(array)).astype(np.float32)
@@ -217,7 +219,7 @@ def _read_mask(path: Path, rule: str) -> np.ndarray:
     from PIL import Image
 
     with Image.open(path) as image:
-        array = np.asarray(image.convert("L") if image.mode not in ("I;16", "I;16B", "I;16L", "I", "F") else image)
+        array = np.asarray(image if image.mode in _WIDE_MODES else image.convert("L"))
     if rule == "wbc-nucleus":
         return array >= 192  # 255 = nucleus; anti-aliased strays between 128 and 255 split at the midpoint
     if rule == "wbc-cell":
