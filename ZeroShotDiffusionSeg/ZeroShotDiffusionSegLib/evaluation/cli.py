@@ -87,7 +87,7 @@ def _model_predictions_2d(segmenter, image, truth, seed, selection, prompt, para
     }, {"timings": dict(result.timings), "segments": int(np.unique(result.labels).size)}
 
 
-def _model_predictions_3d(segmenter, case, truth, seed, selection, prompt, params, work_dir: Path):
+def _model_predictions_3d(segmenter, case, volume, truth, seed, selection, prompt, params, work_dir: Path):
     """Deployed: the volume pipeline with the prompt or a seed at the truth's centroid. Oracle: the
     pipeline's unsupervised run (every segmented slice's regions; the empty prompt conditions the
     pass, the prompt only picks the CT window), ids made distinct per slice, matched in 3-D."""
@@ -104,8 +104,7 @@ def _model_predictions_3d(segmenter, case, truth, seed, selection, prompt, param
         if selection == "prompt":
             request = VolumeRequest(prompt=prompt, mode="prompt", params=params)
         else:
-            image = sitk.ReadImage(str(case.image_path))
-            point = voxel_to_physical(image, tuple(reversed(seed)))  # numpy (k, j, i) -> ITK (i, j, k)
+            point = voxel_to_physical(volume, tuple(reversed(seed)))  # numpy (k, j, i) -> ITK (i, j, k)
             request = VolumeRequest(mode="seed", seeds=[point], coordinate_space="LPS", params=params)
         result = run_volume(case.image_path, work_dir / "deployed", segmenter, request)
         deployed = labels_of(result) != 0
@@ -125,10 +124,12 @@ def _model_predictions_3d(segmenter, case, truth, seed, selection, prompt, param
     }, details
 
 
-def _volume_intensity(case) -> np.ndarray:
+def _read_volume(case):
+    """The case's image read once: the SimpleITK image (for its geometry) and its voxels as float32."""
     import SimpleITK as sitk
 
-    return sitk.GetArrayFromImage(sitk.ReadImage(str(case.image_path))).astype(np.float32)
+    volume = sitk.ReadImage(str(case.image_path))
+    return volume, sitk.GetArrayFromImage(volume).astype(np.float32)
 
 
 def evaluate_case(case, segmenter, args, params, out_dir: Path) -> dict:
@@ -138,7 +139,7 @@ def evaluate_case(case, segmenter, args, params, out_dir: Path) -> dict:
     truth = loaded.truth
     seed = seed_at_centroid(truth)
     is_volume = case.kind == "volume"
-    image = _volume_intensity(case) if is_volume else loaded.image
+    volume, image = _read_volume(case) if is_volume else (None, loaded.image)
     if is_volume and image.shape != truth.shape:
         raise UserError(f"{case.name}: image grid {image.shape} differs from label grid {truth.shape}")
     predictions: Dict[str, np.ndarray] = {}
@@ -146,7 +147,7 @@ def evaluate_case(case, segmenter, args, params, out_dir: Path) -> dict:
     if segmenter is not None:
         if is_volume:
             model_predictions, model_details = _model_predictions_3d(
-                segmenter, case, truth, seed, args.selection, args.prompt, params, out_dir / "volumes" / _file_name(case.name))
+                segmenter, case, volume, truth, seed, args.selection, args.prompt, params, out_dir / "volumes" / _file_name(case.name))
         else:
             model_predictions, model_details = _model_predictions_2d(segmenter, image, truth, seed, args.selection, args.prompt, params)
         predictions.update(model_predictions)
