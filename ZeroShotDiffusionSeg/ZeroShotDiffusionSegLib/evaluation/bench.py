@@ -10,9 +10,7 @@ depend on weight values.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import shlex
 import sys
 import tempfile
 import time
@@ -166,9 +164,7 @@ def run(args) -> int:
     record = run_benchmark(segmenter, args.size, args.slices, args.batch_size, args.prompt, args.warmup)
     provenance = segmenter.provenance()
     record = {
-        "command": "zsdseg bench " + shlex.join(sys.argv[2:] if len(sys.argv) > 1 and sys.argv[1] == "bench" else sys.argv[1:]),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": report.machine_summary(),
+        **report.run_stamp("bench"),
         "model": args.model,
         "random_weights": report.is_meaningless(args.model),
         "device": provenance.get("device"),

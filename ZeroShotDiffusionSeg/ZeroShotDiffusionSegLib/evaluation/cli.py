@@ -9,10 +9,8 @@ Hungarian matching, greedy union), and the weight-free baselines with the same s
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import re
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -217,9 +215,7 @@ def run(args) -> int:
     summary = report.summarize_modes(records, modes)
     meta = {
         "dataset": "/".join(Path(args.root).resolve().parts[-2:]),  # 'busi-subset/malignant', not just 'malignant'
-        "command": "zsdseg eval " + shlex.join(sys.argv[2:] if len(sys.argv) > 1 and sys.argv[1] == "eval" else sys.argv[1:]),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": report.machine_summary(),
+        **report.run_stamp("eval"),
         "model": args.model,
         "meaningless": report.is_meaningless(args.model),
         "device": str(getattr(segmenter, "device", "")) or None,

@@ -53,6 +53,20 @@ def machine_summary() -> str:
     return text
 
 
+def run_stamp(subcommand: str) -> dict:
+    """How, when and where a measurement was taken: the ``command``, ``date`` and ``machine`` of a record."""
+    import datetime
+    import shlex
+    import sys
+
+    arguments = sys.argv[2:] if len(sys.argv) > 1 and sys.argv[1] == subcommand else sys.argv[1:]
+    return {
+        "command": f"zsdseg {subcommand} " + shlex.join(arguments),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine_summary(),
+    }
+
+
 def is_meaningless(model_id: Optional[str]) -> bool:
     return bool(model_id) and str(model_id).startswith("random:")
 
