@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shutil
 import time
 from contextlib import asynccontextmanager
@@ -207,10 +208,11 @@ def create_app(settings: ServerSettings, executors: Sequence[Executor], engine_i
             handle = None
         if handle is None:
             raise HTTPException(404, f"the job has no {name} result")
-        size = Path(path).stat().st_size if Path(path).exists() else None
-        headers = {"Content-Disposition": f'attachment; filename="{RESULT_FILES[name]}"'}
-        if size is not None:
-            headers["Content-Length"] = str(size)
+        headers = {
+            "Content-Disposition": f'attachment; filename="{RESULT_FILES[name]}"',
+            # The open file's size: the path may already be gone (expired) when this runs.
+            "Content-Length": str(os.fstat(handle.fileno()).st_size),
+        }
         return StreamingResponse(_chunks(handle), media_type=MEDIA_TYPES.get(Path(RESULT_FILES[name]).suffix), headers=headers)
 
     @app.post("/jobs/{job_id}/cancel", status_code=202, response_model=schemas.JobStatus, responses=errors, summary="Cancel a job")
