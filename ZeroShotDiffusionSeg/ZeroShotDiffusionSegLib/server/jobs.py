@@ -160,25 +160,26 @@ class JobManager:
 
     def cancel(self, job: Job) -> None:
         with self._lock:
-            job.cancel.set()
-            if job.state == QUEUED:
-                self._queue.remove(job)
-                self._finish(job, CANCELLED, stage="cancelled")
+            self._cancel_locked(job)
         if job.state == CANCELLED:
             _remove(job.work_dir)
 
     def delete(self, job: Job) -> None:
         with self._lock:
-            job.cancel.set()
             job.deleted = True
             self._jobs.pop(job.id, None)
-            if job.state == QUEUED:
-                self._queue.remove(job)
-                self._finish(job, CANCELLED, stage="cancelled")
+            self._cancel_locked(job)
             in_use = job.state == RUNNING
         if not in_use:
             _remove(job.work_dir)
         log.info("job %s deleted", job.id)
+
+    def _cancel_locked(self, job: Job) -> None:
+        """Signal a running job to stop; a queued one leaves the queue, cancelled at once."""
+        job.cancel.set()
+        if job.state == QUEUED:
+            self._queue.remove(job)
+            self._finish(job, CANCELLED, stage="cancelled")
 
     # -- workers ---------------------------------------------------------------------------------
     def _worker_loop(self, executor: Executor) -> None:
