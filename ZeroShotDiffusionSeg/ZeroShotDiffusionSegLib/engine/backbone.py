@@ -97,6 +97,12 @@ def file_sha256(path: Path) -> str:
     return cache[key]
 
 
+def _first_line(error: Exception) -> str:
+    """The first line of an error's message (library errors run to pages), or its type when it has none."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def _hub_folder(model: str) -> Path:
     from huggingface_hub import constants, snapshot_download
 
@@ -112,9 +118,8 @@ def _hub_folder(model: str) -> Path:
     try:
         return Path(snapshot_download(model, allow_patterns=HUB_ALLOW_PATTERNS))
     except Exception as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ModelLoadError(
-            f"could not download model '{model}' from the Hugging Face hub ({type(error).__name__}: {reason[:160]}). "
+            f"could not download model '{model}' from the Hugging Face hub ({type(error).__name__}: {_first_line(error)[:160]}). "
             f"Looked in the cache ({constants.HF_HUB_CACHE}) and online. Check the id and your connection "
             f"(accept the model licence on huggingface.co if it is gated), or pass a local diffusers folder "
             f"with --model /path/to/folder") from None
@@ -170,8 +175,7 @@ def _load_components(folder: Path, model: str, dtype: torch.dtype) -> tuple:
             "scheduler": DDPMScheduler.from_pretrained(folder, subfolder="scheduler"),
         }
     except (OSError, ValueError, KeyError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ModelLoadError(f"could not load model '{model}' from {folder}: {first_line[:200]}") from None
+        raise ModelLoadError(f"could not load model '{model}' from {folder}: {_first_line(error)[:200]}") from None
     return components, weight_files
 
 
