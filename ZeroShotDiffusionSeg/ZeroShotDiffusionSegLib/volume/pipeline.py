@@ -174,11 +174,14 @@ class _Prepared:
     def make_image(self, index: int) -> np.ndarray:
         return intensity.to_unit_range(self.plan.extract(self.raw, index), self.choice)
 
+    @property
+    def slices_outside_roi(self) -> int:
+        return self.image.GetSize()[self.plan.axis] - len(self.candidates)
+
     def slice_report(self) -> str:
-        outside_roi = self.image.GetSize()[self.plan.axis] - len(self.candidates)
         return (
             f"slices along {AXIS_NAMES[self.plan.axis]}: {len(self.segmentable)} segmented, "
-            f"{outside_roi} outside the ROI, {len(self.candidates) - len(self.segmentable)} without body (skipped)"
+            f"{self.slices_outside_roi} outside the ROI, {len(self.candidates) - len(self.segmentable)} without body (skipped)"
         )
 
 
@@ -233,7 +236,7 @@ def _provenance(input_path, prepared: _Prepared, segmenter, request, mode, runne
             "axis": AXIS_NAMES[prepared.plan.axis],
             "roi_ijk": {"lower": list(prepared.box.lower), "upper": list(prepared.box.upper)},
             "slices_segmented": segmented,
-            "slices_outside_roi": image.GetSize()[prepared.plan.axis] - len(prepared.candidates),
+            "slices_outside_roi": prepared.slices_outside_roi,
             "slices_without_body": len(prepared.candidates) - segmented,
         },
         "seeds_ijk": [list(voxel) for voxel in prepared.seeds],
