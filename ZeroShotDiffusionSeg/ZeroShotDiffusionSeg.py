@@ -302,8 +302,9 @@ class ZeroShotDiffusionSegLogic(ScriptedLoadableModuleLogic):
         return setup.ready
 
     def start(self, p, settings, presets=()):
-        mrml.check_input_volume(p.inputVolume, bool(settings.seeds_ras or settings.roi_bounds_ras))
         request = panel.build_request(settings)
+        # The request, not the panel: a point list left selected in prompt mode carries no seeds.
+        mrml.check_input_volume(p.inputVolume, bool(request.seeds or request.roi_physical))
         if not p.outputSegmentation:
             p.outputSegmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", f"{p.inputVolume.GetName()} tumor")
         key = panel.runner_key(settings)
