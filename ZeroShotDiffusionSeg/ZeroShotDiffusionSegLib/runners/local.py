@@ -263,8 +263,8 @@ class LocalWorkerRunner(Runner):
         if process is not None:
             try:
                 exit_code = process.wait(timeout=5)
-            except subprocess.TimeoutExpired:  # pipes closed but the process lingers: finish it
-                kill_process_tree(process.pid)
+            except subprocess.TimeoutExpired:  # pipes closed but the process lingers: _stop_process kills it
+                pass
         self._stop_process()
         job, self._job = self._job, None
         if self._fatal_reported:
