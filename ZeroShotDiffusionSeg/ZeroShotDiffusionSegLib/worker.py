@@ -67,13 +67,6 @@ def _job_failure_message(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
 
 
-def _free_accelerator_memory() -> None:
-    if "torch" in sys.modules:
-        torch = sys.modules["torch"]
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-
-
 def serve(args: argparse.Namespace, load: Loader = load_engine, run_volume: Optional[Callable] = None,
           requests: Optional[TextIO] = None, out: Optional[TextIO] = None) -> int:
     """The worker loop with its engine and pipeline injectable (tests pass stand-ins)."""
@@ -119,7 +112,9 @@ def serve(args: argparse.Namespace, load: Loader = load_engine, run_volume: Opti
         except Exception as error:
             if not isinstance(error, UserError):
                 traceback.print_exc()
-            _free_accelerator_memory()
+            from .volume.batching import _release_accelerator_memory  # the batch runner's own OOM clean-up
+
+            _release_accelerator_memory()
             emit(error_line(job_id, _job_failure_message(error)))
     return 0
 
