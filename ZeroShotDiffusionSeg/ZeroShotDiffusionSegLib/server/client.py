@@ -98,11 +98,14 @@ class ServerClient:
             except MAYBE_SENT_ERRORS as error:
                 if not idempotent or attempt >= self.retries:
                     raise ServerUnavailable(f"the connection to {self.base_url} failed during {method} {path.split('?')[0]}: {error}") from None
-            time.sleep(min(self.backoff_s * 2**attempt, 10.0))
+            self._back_off(attempt)
             attempt += 1
         if response.status_code not in expected:
             raise _error_for(response, self.base_url)
         return response
+
+    def _back_off(self, attempt: int) -> None:
+        time.sleep(min(self.backoff_s * 2**attempt, 10.0))
 
     def _json(self, method: str, path: str, **kwargs) -> dict:
         return self._request(method, path, **kwargs).json()
@@ -207,7 +210,7 @@ class ServerClient:
             finally:
                 if os.path.exists(partial):
                     os.unlink(partial)
-            time.sleep(min(self.backoff_s * 2**attempt, 10.0))
+            self._back_off(attempt)
             attempt += 1
 
     def _stream_to(self, path: str, target, download_progress: Optional[ByteProgress], cancel) -> None:
