@@ -126,13 +126,12 @@ def _hub_folder(model: str) -> Path:
 
 
 def _weight_file(folder: Path, component: str, model: str) -> Path:
-    directory = folder / component
-    safetensors = sorted(directory.glob("*.safetensors")) if directory.is_dir() else []
+    directory = folder / component  # _load_components has checked that it is a folder
+    # diffusers' default file name first; an fp16 variant only when it is all there is.
+    safetensors = sorted(directory.glob("*.safetensors"), key=lambda path: (".fp16." in path.name, path.name))
     if safetensors:
-        # diffusers' default file name first; an fp16 variant only when it is all there is.
-        safetensors.sort(key=lambda path: (".fp16." in path.name, path.name))
         return safetensors[0]
-    pickles = [p.name for p in directory.glob("*") if p.suffix in _PICKLE_SUFFIXES] if directory.is_dir() else []
+    pickles = sorted(p.name for p in directory.glob("*") if p.suffix in _PICKLE_SUFFIXES)
     if pickles:
         raise ModelLoadError(
             f"model '{model}' has only pickle weights for {component} ({pickles[0]}); pickle files can run code when "
