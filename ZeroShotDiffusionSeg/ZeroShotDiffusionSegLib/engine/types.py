@@ -8,6 +8,8 @@ from typing import Dict, Optional, Protocol, Sequence, Tuple
 
 import numpy as np
 
+from ..errors import UserError
+
 PixelSeed = Tuple[int, int]  # (x = column, y = row) in the input image's pixels
 
 
@@ -24,8 +26,6 @@ class SegmentationParams:
     selection_threshold: float = 0.5  # prompt mode: keep segments whose normalised score >= this
 
     def __post_init__(self):
-        from ..errors import UserError
-
         if not self.kl_threshold > 0:
             raise UserError(f"KL threshold must be positive, got {self.kl_threshold}")
         if self.grid_points < 1 or self.iterations < 1:
