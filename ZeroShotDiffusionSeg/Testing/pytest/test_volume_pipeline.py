@@ -3,6 +3,7 @@
 import csv
 import json
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -298,3 +299,18 @@ def test_more_lesions_than_uint16_labels_hold_is_a_user_error():
         number_lesions(speckle, 1.0)
     labels, dropped = number_lesions(speckle, 1.0, min_volume_mm3=2.0)
     assert dropped == 65884 and not labels.any()
+
+
+@pytest.mark.parametrize("suffix", [".mhd", ".nhdr"])
+def test_detached_header_checksum_covers_exactly_the_named_data_file(tmp_path, suffix):
+    from ZeroShotDiffusionSegLib.volume.io import detached_data_files, input_sha256
+
+    image, _ = sphere_volume(noise_hu=10)
+    header = Path(write(image, tmp_path / f"sphere{suffix}"))
+    named = detached_data_files(header)
+    assert len(named) == 1 and named[0].is_file() and named[0] != header
+    before = input_sha256(header)
+    (tmp_path / "sphere.nii.gz").write_bytes(b"an unrelated file with the same stem")
+    assert input_sha256(header) == before
+    named[0].write_bytes(named[0].read_bytes()[:-1] + b"\x01")  # one voxel byte changed
+    assert input_sha256(header) != before

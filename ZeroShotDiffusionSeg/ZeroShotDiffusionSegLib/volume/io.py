@@ -13,7 +13,7 @@ import re
 import struct
 import zlib
 from pathlib import Path
-from typing import Union
+from typing import List, Union
 
 import numpy as np
 import SimpleITK as sitk
@@ -198,8 +198,26 @@ def input_sha256(path: PathLike) -> str:
             _hash_into(digest, file)
         return digest.hexdigest()
     _hash_into(digest, path)
-    if path.suffix.lower() in (".mhd", ".nhdr"):
-        for data_file in sorted(path.parent.glob(path.stem + ".*")):
-            if data_file.suffix.lower() in (".raw", ".zraw", ".gz", ".img"):
-                _hash_into(digest, data_file)
+    for data_file in detached_data_files(path):
+        _hash_into(digest, data_file)
     return digest.hexdigest()
+
+
+# The header field naming a detached header's voxel file(s): MetaImage and NRRD spell it differently.
+_DATA_FILE_KEYS = {".mhd": ("elementdatafile",), ".nhdr": ("data file", "datafile")}
+
+
+def detached_data_files(header: Path) -> List[Path]:
+    """The voxel files a detached .mhd/.nhdr header names (one, or the lines after LIST), relative to the header;
+    none for other files. Read from the header, so an unrelated file with the same stem is never included."""
+    keys = _DATA_FILE_KEYS.get(header.suffix.lower())
+    if not keys:
+        return []
+    lines = header.read_text(errors="replace").splitlines()
+    for position, line in enumerate(lines):
+        key, separator, value = line.partition("=" if header.suffix.lower() == ".mhd" else ":")
+        if separator and key.strip().lower() in keys:
+            value = value.strip()
+            names = [n.strip() for n in lines[position + 1:] if n.strip()] if value.upper().startswith("LIST") else [value]
+            return [header.parent / name for name in names if "%" not in name and (header.parent / name).is_file()]
+    return []
