@@ -108,10 +108,6 @@ class LocalWorkerRunner(Runner):
         return self._job is not None
 
     @property
-    def current_job(self) -> Optional[JobHandle]:
-        return self._job
-
-    @property
     def pid(self) -> Optional[int]:
         return self._process.pid if self._process is not None else None
 

@@ -50,10 +50,6 @@ class TokenStore:
             log.warning("token file %s is readable by other users; chmod 600 it", path)
         return cls(parse_token_lines(text.splitlines(), source=str(path)))
 
-    @property
-    def names(self) -> Iterable[str]:
-        return [name for _, name in self._entries]
-
     def owner_of(self, presented: str) -> Optional[str]:
         """The name of the presented token's owner, or None. Every entry is compared, so
         the time taken does not depend on which token (if any) matched."""

@@ -22,7 +22,6 @@ PROTOCOL_HEADER = "X-ZSDSeg-Protocol"
 
 # Job states, in the order a job may pass through them.
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
-JOB_STATES = (QUEUED, RUNNING, DONE, FAILED, CANCELLED)
 TERMINAL_STATES = (DONE, FAILED, CANCELLED)
 
 # Result name (URL segment, and key of VolumeResult.files) -> file name in the job's output.
