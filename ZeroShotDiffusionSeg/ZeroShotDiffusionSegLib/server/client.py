@@ -120,11 +120,10 @@ class ServerClient:
     def handshake(self) -> dict:
         """Checks the server speaks a compatible protocol and accepts the token; returns /info."""
         try:
-            health = self._request("GET", "/health").json()
-            server_version = health["protocol_version"]
-        except (ValueError, KeyError, TypeError, UserError) as error:
-            if isinstance(error, ServerUnavailable):
-                raise
+            server_version = self._request("GET", "/health").json()["protocol_version"]
+        except ServerUnavailable:
+            raise
+        except (ValueError, KeyError, TypeError, UserError):
             raise IncompatibleServer(f"{self.base_url} does not answer like a zsdseg server (GET /health)") from None
         if not is_compatible(server_version):
             raise IncompatibleServer(
