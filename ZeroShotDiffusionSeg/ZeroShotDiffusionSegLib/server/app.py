@@ -70,7 +70,8 @@ def create_app(settings: ServerSettings, executors: Sequence[Executor], engine_i
     )
     app.state.jobs = jobs
     app.state.settings = settings
-    # Outermost first: the version check and the token check run before any body is read.
+    # Each add_middleware wraps the ones added before it, so ProtocolCheck is outermost, then
+    # BearerAuth, then UploadLimit: the version check and the token check run before any body is read.
     app.add_middleware(UploadLimitMiddleware, max_bytes=settings.max_upload_bytes)
     app.add_middleware(BearerAuthMiddleware, tokens=settings.tokens)
     app.add_middleware(ProtocolCheckMiddleware)
