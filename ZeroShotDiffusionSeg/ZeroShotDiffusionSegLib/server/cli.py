@@ -60,14 +60,10 @@ def build_executor(segmenter):
 
 def engine_info_provider(segmenter, device: str):
     provenance = segmenter.provenance()
+    device = str(provenance.get("device", device))
 
     def engine_info() -> dict:
-        return {
-            "model_id": segmenter.model_id,
-            "provenance": provenance,
-            "device": str(provenance.get("device", device)),
-            "gpu_memory": gpu_memory(str(provenance.get("device", device))),
-        }
+        return {"model_id": segmenter.model_id, "provenance": provenance, "device": device, "gpu_memory": gpu_memory(device)}
 
     return engine_info
 
