@@ -112,9 +112,9 @@ def serve(args: argparse.Namespace, load: Loader = load_engine, run_volume: Opti
         except Exception as error:
             if not isinstance(error, UserError):
                 traceback.print_exc()
-            from .volume.batching import _release_accelerator_memory  # the batch runner's own OOM clean-up
+            from .volume.batching import release_accelerator_memory  # the batch runner's own OOM clean-up
 
-            _release_accelerator_memory()
+            release_accelerator_memory()
             emit(error_line(job_id, _job_failure_message(error)))
     return 0
 

@@ -68,7 +68,7 @@ def is_out_of_memory(error: BaseException) -> bool:
     )
 
 
-def _release_accelerator_memory() -> None:
+def release_accelerator_memory() -> None:
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -118,7 +118,7 @@ class BatchRunner:
                 if not is_out_of_memory(error):
                     raise
                 del images
-                _release_accelerator_memory()
+                release_accelerator_memory()
                 if self.batch_size == 1:
                     raise UserError(
                         "out of memory with one slice per pass; free memory, use --device cpu, or a smaller model"
