@@ -43,7 +43,9 @@ class DiffusionSegmenter:
         self.last_timings[stage] = self.last_timings.get(stage, 0.0) + time.perf_counter() - start
 
     def encode_prompt(self, prompt: str):
-        """(embedding (1, 77, D), content token positions). BOS, EOS and padding are not content."""
+        """(embedding (1, 77, D), content token positions). BOS, EOS and padding are not content;
+        surrounding whitespace is dropped, and None means the empty prompt."""
+        prompt = (prompt or "").strip()
         if prompt not in self._prompt_cache:
             tokenizer = self.backbone.tokenizer
             content_ids = tokenizer(prompt, truncation=True, max_length=tokenizer.model_max_length)["input_ids"]
@@ -95,7 +97,7 @@ class DiffusionSegmenter:
             raise UserError("the prompt is empty: type what to segment, e.g. \"liver tumor\"")
         self.last_timings = {}
         with self._timed("text"):
-            embedding, content_positions = self.encode_prompt(prompt.strip() if prompt else "")
+            embedding, content_positions = self.encode_prompt(prompt)
         fits, latents, timestep = self._latents(images, params)
         store = AttentionStore(content_positions if prompt else None)
         with self._timed("unet"), capture_attention(self.backbone.unet, store), torch.inference_mode():
@@ -134,7 +136,7 @@ class DiffusionSegmenter:
         """Seconds of the same VAE and UNet passes with the stock attention processors and no capture:
         the yardstick for the engine's overhead, measured in the same run."""
         self.last_timings = {}
-        embedding, _ = self.encode_prompt(prompt.strip() if prompt else "")
+        embedding, _ = self.encode_prompt(prompt)
         _, latents, timestep = self._latents(images, params)
         with self._timed("unet"), torch.inference_mode():
             self._unet(latents, timestep, embedding)
