@@ -9,7 +9,8 @@ import pytest
 
 from ZeroShotDiffusionSegLib.errors import UserError
 from ZeroShotDiffusionSegLib.runners.remote import RemoteRunner
-from ZeroShotDiffusionSegLib.server.remote_command import add_remote_arguments, run_remote_segment
+from ZeroShotDiffusionSegLib.segment_options import add_remote_arguments
+from ZeroShotDiffusionSegLib.server.remote_command import run_remote_segment
 from ZeroShotDiffusionSegLib.volume.request import VolumeRequest
 from test_server_support import TOKENS, leftover_files, make_volume, stand_in_executor, start_server, volume  # noqa: F401
 

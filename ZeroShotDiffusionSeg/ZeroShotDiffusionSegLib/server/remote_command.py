@@ -1,8 +1,7 @@
 """``zsdseg segment VOLUME --server URL --token-file F``: the same job, run by a server.
 
-``segment_command`` adds these options with ``add_remote_arguments`` and calls
-``run_remote_segment`` when ``--server`` is given; the VolumeRequest is built from the
-same options as a local run, so both produce the same four files in the output folder.
+``segment_command`` calls ``run_remote_segment`` with the VolumeRequest a local run would use
+when ``--server`` is given, so both produce the same four files in the output folder.
 """
 
 from __future__ import annotations
@@ -18,27 +17,17 @@ from ..volume.request import VolumeRequest
 from .protocol import UPLOAD_EXTENSIONS
 
 
-def add_remote_arguments(parser) -> None:
-    group = parser.add_argument_group("remote server (zsdseg serve)")
-    group.add_argument("--server", metavar="URL", help="run on a zsdseg server, e.g. https://gpu.example.org; results are downloaded into the output folder")
-    group.add_argument("--token-file", type=Path, metavar="F", help="file whose first line is the server token (name:token allowed); keep it chmod 600")
-    group.add_argument("--server-timeout", type=float, default=None, metavar="S", help="give up if the job has not finished after S seconds (default: wait)")
-
-
-def run_remote_segment(args, request: Optional[VolumeRequest] = None) -> int:
+def run_remote_segment(args, request: VolumeRequest) -> int:
     """Runs ``args.input`` on ``args.server`` and writes the results into ``args.out_dir``.
 
-    ``request`` is the VolumeRequest a local run would use; when None it is built from
-    ``args`` by the volume command's ``request_from_args``. Progress, Ctrl-C and the summary
+    ``request`` is the VolumeRequest a local run would use. Progress, Ctrl-C and the summary
     behave as in a local run; Ctrl-C cancels the job on the server.
     """
-    from ..volume.cli import print_summary, progress_printer, refuse_image_options, cancel_on_signals, request_from_args
+    from ..volume.cli import cancel_on_signals, print_summary, progress_printer
     from ..volume.pipeline import check_request
     from .auth import read_client_token
     from .client import ServerClient, run_remote_job
 
-    refuse_image_options(args)
-    request = request if request is not None else request_from_args(args)
     check_request(args.input, args.out_dir, request)  # every input error, before the upload
     token = read_client_token(args.token_file) if args.token_file else None
     kind = getattr(args, "progress", None) or ("bar" if sys.stderr.isatty() else "none")
