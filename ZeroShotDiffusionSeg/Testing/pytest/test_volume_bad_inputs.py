@@ -46,7 +46,7 @@ def test_two_d_image_given_to_the_volume_pipeline(tmp_path):
 
 def test_constant_volume(tmp_path):
     path = write(image_from(np.full((4, 8, 8), 7, dtype=np.int16)), tmp_path / "constant.nrrd")
-    assert_refused(tmp_path, path, r"is constant \(every voxel is 7\); there is nothing to segment")
+    assert_refused(tmp_path, path, r"is constant \(every voxel has the same value\); there is nothing to segment")
 
 
 @pytest.mark.parametrize("bad_value", [np.nan, np.inf, -np.inf])
