@@ -3,6 +3,11 @@
 A long-running function takes ``progress`` (a callable receiving ``ProgressEvent``)
 and ``cancel`` (a ``threading.Event``); it calls ``check_cancel(cancel)`` between
 units of work (a batch of slices), so cancel takes effect within one batch.
+
+Code that does not take a ``cancel`` argument (the engine, behind the ``Segmenter``
+interface) is still cancellable: a caller runs it inside ``cancel_scope(cancel)`` and the
+engine calls ``check_active_cancel()`` between images and merging iterations, so a cancel
+takes effect within one slice's work.
 """
 
 from __future__ import annotations
@@ -10,8 +15,10 @@ from __future__ import annotations
 import json
 import threading
 import time
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 from .errors import Cancelled
 
@@ -33,6 +40,24 @@ ProgressCallback = Callable[[ProgressEvent], None]
 def check_cancel(cancel: Optional[threading.Event]) -> None:
     if cancel is not None and cancel.is_set():
         raise Cancelled("cancelled")
+
+
+_ACTIVE_CANCEL: ContextVar[Optional[threading.Event]] = ContextVar("zsdseg_active_cancel", default=None)
+
+
+@contextmanager
+def cancel_scope(cancel: Optional[threading.Event]) -> Iterator[None]:
+    """Make ``cancel`` the event that ``check_active_cancel`` checks, in this thread, for the block."""
+    token = _ACTIVE_CANCEL.set(cancel)
+    try:
+        yield
+    finally:
+        _ACTIVE_CANCEL.reset(token)
+
+
+def check_active_cancel() -> None:
+    """Raise Cancelled if the innermost ``cancel_scope``'s event is set (nothing outside a scope)."""
+    check_cancel(_ACTIVE_CANCEL.get())
 
 
 class ProgressTracker:
