@@ -9,7 +9,6 @@ against the input, all before any model loads; then the request runs here (2-D i
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from .errors import UserError
 from .segment_options import add_arguments  # noqa: F401  (the subcommand's options, for cli.py)
@@ -30,6 +29,10 @@ def run(args, load_segmenter=None) -> int:
     from .volume.cli import is_volume_path
 
     load_segmenter = load_segmenter or segmenter_factory(args)
+    if getattr(args, "server", None):
+        from .server.protocol import check_server_url
+
+        check_server_url(args.server)
     if not is_volume_path(args.input):
         if getattr(args, "server", None):
             raise UserError(f"the server segments volumes (NRRD, NIfTI, MHA/MHD, DICOM folder); {args.input.name} is a 2-D image: "
@@ -61,21 +64,22 @@ def resolve_image_mode(mode: str, prompt, seeds) -> str:
 
 
 def run_image(args, params, load_segmenter) -> int:
+    """A 2-D image: every check (options, outputs, seeds) before the model loads, then one engine call."""
     from .engine.selection import validate_seeds
     from .image_io import labels_to_png, mask_to_png, read_image, soft_to_png, write_png
+    from .segment_request import check_image_outputs, refuse_volume_options
 
-    image = read_image(args.input)
+    refuse_volume_options(args, args.mode)
     mode = resolve_image_mode(args.mode, args.prompt, args.seed)
-    height, width = image.shape[:2]
-    seeds = list(args.seed)
-    validate_seeds(seeds, width, height)  # before the slow model load
     if mode == "unsupervised" and not (args.out or args.labels):
         raise UserError("unsupervised mode needs --out or --labels for the label map")
     if mode != "unsupervised" and not args.out:
         raise UserError("give --out mask.png for the mask")
-    for path in (args.out, args.heatmap, args.labels):
-        if path is not None and not Path(path).resolve().parent.is_dir():
-            raise UserError(f"output folder does not exist: {Path(path).resolve().parent}")
+    check_image_outputs(args)
+    image = read_image(args.input)
+    height, width = image.shape[:2]
+    seeds = list(args.seed)
+    validate_seeds(seeds, width, height)
     segmenter = load_segmenter()
     prompt = args.prompt if mode != "unsupervised" and args.prompt and args.prompt.strip() else None
     result = segmenter.segment_batch([image], prompt=prompt, seeds=[seeds] if mode == "seed" else None, params=params)[0]

@@ -7,6 +7,9 @@ options that do nothing for the chosen input, with the reason.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from .errors import UserError
 from .volume.request import VolumeRequest
 
@@ -68,3 +71,36 @@ def refuse_image_options(args) -> None:
         )
     if args.out_dir is None:
         raise UserError("a volume needs --out-dir FOLDER for labels.nrrd, score.nrrd, lesions.csv and provenance.json")
+
+
+def refuse_volume_options(args, mode: str) -> None:
+    """A 2-D image: refuse the options that would do nothing, each with the reason."""
+    volume_only = [flag for flag, name in (("--seed-ras", "seed_ras"), ("--seed-lps", "seed_lps"), ("--roi", "roi"),
+                                           ("--out-dir", "out_dir"), ("--window", "window"), ("--batch-size", "batch_size"),
+                                           ("--binary", "binary")) if getattr(args, name, None)]
+    if getattr(args, "min_volume", 0.0):
+        volume_only.append("--min-volume")
+    if getattr(args, "progress", None) == "json":
+        volume_only.append("--progress json")
+    if volume_only:
+        raise UserError(f"{', '.join(volume_only)} {'is' if len(volume_only) == 1 else 'are'} for 3-D volumes; "
+                        f"{args.input.name} is a 2-D image (give --seed X,Y in pixels and --out mask.png)")
+    if mode == "unsupervised" and args.prompt is not None:
+        raise UserError("--prompt does nothing with --mode unsupervised (every region is kept); leave one of them out")
+
+
+def check_image_outputs(args) -> None:
+    """Every 2-D output path can be written as a PNG file: checked before the model loads."""
+    for flag, path in (("--out", args.out), ("--heatmap", args.heatmap), ("--labels", args.labels)):
+        if path is None:
+            continue
+        path = Path(path)
+        if path.is_dir():
+            raise UserError(f"{flag} {path} is a folder; give a file name ending in .png")
+        if path.suffix.lower() != ".png":
+            raise UserError(f"{flag} {path.name}: outputs are written as PNG; give a name ending in .png")
+        folder = path.resolve().parent
+        if not folder.is_dir():
+            raise UserError(f"output folder does not exist: {folder}")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise UserError(f"cannot write {flag} {path}: the folder {folder} is not writable")

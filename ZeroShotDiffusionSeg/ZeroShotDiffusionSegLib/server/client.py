@@ -32,6 +32,7 @@ from .protocol import (
     TERMINAL_STATES,
     DONE,
     CANCELLED,
+    check_server_url,
     is_compatible,
     request_to_json,
     upload_extension,
@@ -65,7 +66,7 @@ class ServerClient:
         transport: Optional[httpx.BaseTransport] = None,
         verify=True,
     ):
-        self.base_url = base_url.rstrip("/")
+        self.base_url = check_server_url(base_url).rstrip("/")
         self.retries = int(retries)
         self.backoff_s = float(backoff_s)
         headers = {PROTOCOL_HEADER: PROTOCOL_VERSION, "User-Agent": f"zsdseg-client/{__version__}"}

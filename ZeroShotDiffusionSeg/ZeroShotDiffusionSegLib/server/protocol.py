@@ -46,6 +46,21 @@ def is_compatible(version: str) -> bool:
     return protocol_major(version) == protocol_major(PROTOCOL_VERSION)
 
 
+def check_server_url(url: str) -> str:
+    """``url`` if it is an http(s) URL with a host, else a UserError that says what a server URL looks like."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(str(url).strip())
+        parts.port  # raises ValueError for a port that is not a number
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise UserError(f"--server takes an http:// or https:// URL with a host, e.g. https://gpu.example.org:8000; "
+                        f"got {str(url)[:80]!r}")
+    return str(url).strip()
+
+
 def upload_extension(filename: Optional[str]) -> str:
     """The allow-listed extension of an uploaded file's name, or a UserError."""
     lowered = (filename or "").lower()
