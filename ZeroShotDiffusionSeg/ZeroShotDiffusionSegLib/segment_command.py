@@ -65,6 +65,7 @@ def resolve_image_mode(mode: str, prompt, seeds) -> str:
 
 def run_image(args, params, load_segmenter) -> int:
     """A 2-D image: every check (options, outputs, seeds) before the model loads, then one engine call."""
+    from .engine.prompt_length import segmenter_prompt_note
     from .engine.selection import validate_seeds
     from .image_io import labels_to_png, mask_to_png, read_image, soft_to_png, write_png
     from .segment_request import check_image_outputs, refuse_volume_options
@@ -82,6 +83,9 @@ def run_image(args, params, load_segmenter) -> int:
     validate_seeds(seeds, width, height)
     segmenter = load_segmenter()
     prompt = args.prompt if mode != "unsupervised" and args.prompt and args.prompt.strip() else None
+    note = segmenter_prompt_note(segmenter, prompt)
+    if note:
+        print(f"zsdseg: note: {note}", file=sys.stderr)
     result = segmenter.segment_batch([image], prompt=prompt, seeds=[seeds] if mode == "seed" else None, params=params)[0]
     regions = int(result.labels.max()) + 1
     if mode == "unsupervised":

@@ -119,3 +119,31 @@ def test_the_command_line_refuses_before_reading_or_loading(options, pattern, tm
     import re
     assert re.search(pattern, err[0]), err[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_a_prompt_longer_than_the_text_encoder_reads_is_reported():
+    from pathlib import Path
+
+    from transformers import CLIPTokenizer
+
+    import ZeroShotDiffusionSegLib.engine as engine
+    from ZeroShotDiffusionSegLib.engine.prompt_length import prompt_cut_note
+
+    tokenizer = CLIPTokenizer.from_pretrained(str(Path(engine.__file__).parent / "configs" / "tokenizer"))
+    assert prompt_cut_note(tokenizer, "liver tumor") is None
+    assert prompt_cut_note(tokenizer, " ".join(["big"] * 75)) is None  # exactly 75 content tokens: all read
+    long_prompt = " ".join(["big"] * 70 + ["liver", "tumor", "in", "the", "right", "lobe", "near", "vessels"])
+    assert prompt_cut_note(tokenizer, long_prompt) == (
+        "the prompt has 78 tokens; the text encoder reads the first 75 (up to '...big big big big liver tumor in the right'), "
+        "the rest is ignored")
+
+
+def test_the_volume_run_says_when_the_prompt_is_cut(tiny_segmenter, tmp_path):
+    from test_volume_fixtures import sphere_volume, write
+    from ZeroShotDiffusionSegLib.volume.pipeline import run_volume
+
+    image, _ = sphere_volume(centre_index=(16, 16, 1), size=(32, 32, 2), spacing=(1.0, 1.0, 3.0), radius_mm=6, noise_hu=10)
+    path = write(image, tmp_path / "small.nrrd")
+    result = run_volume(path, tmp_path / "out", tiny_segmenter,
+                        VolumeRequest(prompt="tumor " * 80, batch_size=2, params=SegmentationParams(grid_points=4)))
+    assert any(m.startswith("the prompt has 80 tokens; the text encoder reads the first 75") for m in result.messages)

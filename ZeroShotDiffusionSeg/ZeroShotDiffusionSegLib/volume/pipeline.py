@@ -19,6 +19,7 @@ import SimpleITK as sitk
 
 from .. import __version__
 from ..errors import UserError
+from ..engine.prompt_length import segmenter_prompt_note
 from ..progress import ProgressCallback, ProgressTracker, check_cancel
 from . import consolidation, geometry, intensity, io, outputs
 from .batching import BatchRunner, choose_batch_size
@@ -285,6 +286,8 @@ def run_volume(
         prepared = _prepare(input_path, request, mode, watch, cancel)
         image, count = prepared.image, len(prepared.segmentable)
         messages = [prepared.choice.describe(), prepared.slice_report()]
+        if mode != "unsupervised":
+            messages += [note for note in [segmenter_prompt_note(segmenter, request.prompt)] if note]
         if not count:
             raise UserError(NOTHING_TO_SEGMENT)
 
