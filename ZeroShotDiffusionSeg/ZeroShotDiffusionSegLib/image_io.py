@@ -70,6 +70,10 @@ def write_png(path, array: np.ndarray) -> None:
     handle, temporary = tempfile.mkstemp(suffix=".png", dir=path.parent)
     os.close(handle)
     try:
+        # mkstemp makes the file private (0600); the user's umask decides, as for the volume outputs.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)
         Image.fromarray(array).save(temporary, format="PNG")
         os.replace(temporary, path)
     except BaseException:

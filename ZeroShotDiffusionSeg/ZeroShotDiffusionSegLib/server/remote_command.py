@@ -23,14 +23,26 @@ def run_remote_segment(args, request: VolumeRequest) -> int:
     ``request`` is the VolumeRequest a local run would use. Progress, Ctrl-C and the summary
     behave as in a local run; Ctrl-C cancels the job on the server.
     """
-    from ..volume.cli import cancel_on_signals, print_summary, progress_printer
+    from ..volume.cli import json_outcome, print_summary
     from ..volume.pipeline import check_request
     from .auth import read_client_token
+
+    kind = getattr(args, "progress", None) or ("bar" if sys.stderr.isatty() else "none")
+    with json_outcome(kind):
+        check_request(args.input, args.out_dir, request)  # every input error, before the upload
+        token = read_client_token(args.token_file) if args.token_file else None
+        result = _run_on_server(args, request, token, kind)
+    print_summary(result, kind)
+    times = result.timings
+    print(f"remote: upload {times['upload_s']:.1f} s, queued {times['queued_s']:.1f} s, server {times['server_s']:.1f} s, "
+          f"download {times['download_s']:.1f} s", file=sys.stderr)
+    return 0
+
+
+def _run_on_server(args, request: VolumeRequest, token: Optional[str], kind: str):
+    from ..volume.cli import cancel_on_signals, progress_printer
     from .client import ServerClient, run_remote_job
 
-    check_request(args.input, args.out_dir, request)  # every input error, before the upload
-    token = read_client_token(args.token_file) if args.token_file else None
-    kind = getattr(args, "progress", None) or ("bar" if sys.stderr.isatty() else "none")
     callback, close = progress_printer(kind)
     cancel = threading.Event()
     timeout_s = getattr(args, "server_timeout", None)
@@ -44,7 +56,7 @@ def run_remote_segment(args, request: VolumeRequest) -> int:
             if timer is not None:
                 timer.start()
             with cancel_on_signals(cancel):
-                result = run_remote_job(client, upload_path, args.out_dir, request, progress=callback, cancel=cancel)
+                return run_remote_job(client, upload_path, args.out_dir, request, progress=callback, cancel=cancel)
     except Cancelled:
         if timed_out.is_set():
             raise UserError(f"the server did not finish within --server-timeout {timeout_s:g} s; the job was cancelled") from None
@@ -53,11 +65,6 @@ def run_remote_segment(args, request: VolumeRequest) -> int:
         if timer is not None:
             timer.cancel()
         close()
-    print_summary(result, kind)
-    times = result.timings
-    print(f"remote: upload {times['upload_s']:.1f} s, queued {times['queued_s']:.1f} s, server {times['server_s']:.1f} s, "
-          f"download {times['download_s']:.1f} s", file=sys.stderr)
-    return 0
 
 
 class _uploadable:

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
+from ..errors import Cancelled, UserError
 from ..progress import ProgressEvent
 from .io import has_volume_suffix
 from .request import VolumeRequest
@@ -41,6 +42,22 @@ def is_volume_path(path) -> bool:
     except RuntimeError:
         return True
     return reader.GetDimension() != 2
+
+
+@contextmanager
+def json_outcome(kind: str):
+    """With ``--progress json``, a consumer of stdout sees how a run ended that did not finish:
+    ``{"event": "error", "message"}`` or ``{"event": "cancelled"}`` (the error also goes to stderr as usual)."""
+    try:
+        yield
+    except (Cancelled, KeyboardInterrupt):
+        if kind == "json":
+            print(json.dumps({"event": "cancelled"}), flush=True)
+        raise
+    except UserError as error:
+        if kind == "json":
+            print(json.dumps({"event": "error", "message": str(error)}), flush=True)
+        raise
 
 
 def progress_printer(kind: str):
@@ -108,17 +125,18 @@ def run_volume_command(args, request: VolumeRequest, segmenter_factory: Callable
     """Check the input against the request, load the model, run the pipeline with progress and signal handling."""
     from .pipeline import check_request, run_volume
 
-    check_request(args.input, args.out_dir, request)
     kind = args.progress or ("bar" if sys.stderr.isatty() else "none")
-    callback, close = progress_printer(kind)
-    cancel = threading.Event()
-    try:
-        with cancel_on_signals(cancel):
-            if callback is not None:
-                callback(ProgressEvent("loading model", 0.0, None, getattr(args, "model", "")))
-            segmenter = segmenter_factory()
-            result = run_volume(args.input, args.out_dir, segmenter, request, progress=callback, cancel=cancel)
-    finally:
-        close()
+    with json_outcome(kind):
+        check_request(args.input, args.out_dir, request)
+        callback, close = progress_printer(kind)
+        cancel = threading.Event()
+        try:
+            with cancel_on_signals(cancel):
+                if callback is not None:
+                    callback(ProgressEvent("loading model", 0.0, None, getattr(args, "model", "")))
+                segmenter = segmenter_factory()
+                result = run_volume(args.input, args.out_dir, segmenter, request, progress=callback, cancel=cancel)
+        finally:
+            close()
     print_summary(result, kind)
     return 0

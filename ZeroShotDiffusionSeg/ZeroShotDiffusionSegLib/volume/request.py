@@ -67,6 +67,8 @@ class VolumeRequest:
             self.roi_voxels = _corners(self.roi_voxels, int, "roi_voxels (--roi ... --roi-space voxel)")
         if self.roi_physical is not None and self.roi_voxels is not None:
             raise UserError("give either a voxel ROI or a physical ROI, not both")
+        if isinstance(self.window, str) and not self.window.strip():
+            self.window = None  # an empty field means the automatic choice
         if self.window is not None:
             if not isinstance(self.window, str) or len(self.window) > 40:
                 raise UserError("window (--window) must be WIDTH/LEVEL (e.g. 400/40) or a preset name")

@@ -1,0 +1,70 @@
+"""How runs end and what they write: JSON consumers see errors and cancels, 2-D outputs follow the
+umask like volume outputs, a CT window on a non-CT volume is flagged."""
+
+import argparse
+import json
+import os
+import threading
+
+import numpy as np
+import pytest
+
+from test_volume_fixtures import ThresholdSegmenter, sphere_volume, write
+from ZeroShotDiffusionSegLib import segment_command
+from ZeroShotDiffusionSegLib.errors import Cancelled, UserError
+from ZeroShotDiffusionSegLib.image_io import write_png
+from ZeroShotDiffusionSegLib.volume.intensity import choose_intensity
+from ZeroShotDiffusionSegLib.volume.request import VolumeRequest
+
+
+def parse(*argv):
+    parser = argparse.ArgumentParser()
+    segment_command.add_arguments(parser)
+    return parser.parse_args([str(a) for a in argv])
+
+
+@pytest.fixture
+def volume_path(tmp_path):
+    image, _ = sphere_volume(noise_hu=10, air_slices=(0, 11))
+    return write(image, tmp_path / "sphere.nrrd")
+
+
+def test_json_progress_ends_with_an_error_event(volume_path, tmp_path, capsys):
+    args = parse(volume_path, "--out-dir", tmp_path / "o", "--seed-ras", "0,0,900", "--progress", "json")
+    with pytest.raises(UserError, match="outside the volume"):
+        segment_command.run(args, ThresholdSegmenter)
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert lines[-1]["event"] == "error" and "outside the volume" in lines[-1]["message"]
+
+
+def test_json_progress_ends_with_a_cancelled_event(volume_path, tmp_path, capsys):
+    def cancelled_segmenter():
+        raise Cancelled("cancelled")  # as if Ctrl-C came while the model loads
+
+    args = parse(volume_path, "--prompt", "tumor", "--out-dir", tmp_path / "o", "--progress", "json")
+    with pytest.raises(Cancelled):
+        segment_command.run(args, cancelled_segmenter)
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert lines[-1] == {"event": "cancelled"}
+
+
+def test_two_d_outputs_follow_the_umask(tmp_path):
+    previous = os.umask(0o022)
+    try:
+        write_png(tmp_path / "mask.png", np.zeros((4, 4), np.uint8))
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "mask.png").stat().st_mode & 0o777 == 0o644
+
+
+def test_a_ct_window_on_a_volume_that_is_not_ct_is_flagged():
+    mr = np.random.default_rng(0).uniform(0, 1, (4, 16, 16)).astype(np.float32)
+    choice = choose_intensity(mr, "tumor", "350/50")
+    assert choice.describe().startswith("intensity: window 'override' W350/L50")
+    assert "does not look like CT" in choice.describe()
+    ct = np.random.default_rng(0).normal(-500, 400, (4, 16, 16)).astype(np.float32)
+    assert choose_intensity(ct, "tumor", "lung").describe().startswith("intensity: CT window 'lung'")
+
+
+def test_an_empty_window_means_the_automatic_choice():
+    assert VolumeRequest(window="  ").window is None
