@@ -166,3 +166,22 @@ def test_fastapis_own_validation_errors_are_one_line(tmp_path, volume):
         assert isinstance(detail, str) and "\n" not in detail, detail
     assert answers[0].json()["detail"] == "body volume: Field required"
     assert answers[1].json()["detail"].startswith("query wait_s: ")
+
+
+def test_connections_that_never_finish_their_headers_are_closed(tmp_path, volume):
+    import socket
+    import time
+
+    from ZeroShotDiffusionSegLib.server.connections import header_timeout_protocol
+
+    options = {"http": header_timeout_protocol(0.5), "limit_concurrency": 50}
+    with start_server(tmp_path, uvicorn_options=options) as server:
+        idle = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        partial = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        partial.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")  # headers never finished
+        start = time.monotonic()
+        assert idle.recv(100) == b"" and partial.recv(100) == b""  # closed by the server
+        assert time.monotonic() - start < 5
+        # A request whose headers arrived in time is served, and a slow upload's body is not cut off.
+        assert httpx.get(f"{server.url}/health").status_code == 200
+        assert post(server.url, "ct.nrrd", volume.read_bytes()).status_code == 202
