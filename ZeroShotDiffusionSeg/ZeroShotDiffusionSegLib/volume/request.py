@@ -15,6 +15,9 @@ Point3 = Tuple[float, float, float]
 MODES = ("auto", "prompt", "seed", "unsupervised")
 MAX_PROMPT_CHARS = 1000  # far more than the text encoder's 75 tokens; bounds what a client may send
 MAX_SEEDS = 64
+# Coordinates far outside any scanner are refused as numbers, before geometry turns them into indices.
+PHYSICAL_BOUNDS = Bounds(-1e6, 1e6, unit="mm")  # a kilometre each way
+VOXEL_BOUNDS = Bounds(-1e9, 1e9)
 
 
 @dataclass
@@ -60,11 +63,11 @@ class VolumeRequest:
             raise UserError(f"seeds must be a list of X,Y,Z points, got {type(self.seeds).__name__}")
         if len(self.seeds) > MAX_SEEDS:
             raise UserError(f"{len(self.seeds)} seed points given; at most {MAX_SEEDS} are accepted")
-        self.seeds = [_point(seed, float, "seed point (--seed-ras/--seed-lps)") for seed in self.seeds]
+        self.seeds = [_point(seed, float, "seed point (--seed-ras/--seed-lps)", PHYSICAL_BOUNDS) for seed in self.seeds]
         if self.roi_physical is not None:
-            self.roi_physical = _corners(self.roi_physical, float, "roi_physical (--roi)")
+            self.roi_physical = _corners(self.roi_physical, float, "roi_physical (--roi)", PHYSICAL_BOUNDS)
         if self.roi_voxels is not None:
-            self.roi_voxels = _corners(self.roi_voxels, int, "roi_voxels (--roi ... --roi-space voxel)")
+            self.roi_voxels = _corners(self.roi_voxels, int, "roi_voxels (--roi ... --roi-space voxel)", VOXEL_BOUNDS)
         if self.roi_physical is not None and self.roi_voxels is not None:
             raise UserError("give either a voxel ROI or a physical ROI, not both")
         if isinstance(self.window, str) and not self.window.strip():
@@ -90,16 +93,16 @@ def _choice(value, choices, label: str, upper: bool = False) -> str:
     return text
 
 
-def _point(value, kind: type, label: str) -> tuple:
+def _point(value, kind: type, label: str, bounds: Bounds) -> tuple:
     if not isinstance(value, (list, tuple)) or len(value) != 3:
         raise UserError(f"{label} must be 3 numbers X,Y,Z, got {str(value)[:40]}")
-    return tuple(check_number(v, kind, label, Bounds()) for v in value)
+    return tuple(check_number(v, kind, label, bounds) for v in value)
 
 
-def _corners(value, kind: type, label: str) -> tuple:
+def _corners(value, kind: type, label: str, bounds: Bounds) -> tuple:
     if not isinstance(value, (list, tuple)) or len(value) != 2:
         raise UserError(f"{label} must be two corners of 3 numbers each, got {str(value)[:40]}")
-    return tuple(_point(corner, kind, label) for corner in value)
+    return tuple(_point(corner, kind, label, bounds) for corner in value)
 
 
 @dataclass
