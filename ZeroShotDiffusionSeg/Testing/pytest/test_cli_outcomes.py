@@ -68,3 +68,19 @@ def test_a_ct_window_on_a_volume_that_is_not_ct_is_flagged():
 
 def test_an_empty_window_means_the_automatic_choice():
     assert VolumeRequest(window="  ").window is None
+
+
+def test_lesion_table_never_writes_negative_zero(tmp_path):
+    import SimpleITK as sitk
+
+    from ZeroShotDiffusionSegLib.volume.consolidation import lesion_table
+    from ZeroShotDiffusionSegLib.volume.outputs import write_lesions_csv
+
+    labels = np.zeros((3, 3, 3), np.uint16)
+    labels[1, 1, 1] = 1  # centre voxel at LPS (0, 0, 0): RAS would be (-0.0, -0.0, 0.0)
+    image = sitk.GetImageFromArray(labels)
+    image.SetOrigin((-1.0, -1.0, -1.0))
+    rows = lesion_table(labels, np.ones(labels.shape, np.float32), image, axial_axis=2)
+    write_lesions_csv(rows, tmp_path / "lesions.csv")
+    assert "-0.0" not in (tmp_path / "lesions.csv").read_text()
+    assert rows[0]["centroid_ras_x"] == 0.0 and rows[0]["centroid_lps_z"] == 0.0
