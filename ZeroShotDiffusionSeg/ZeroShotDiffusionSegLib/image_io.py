@@ -90,5 +90,7 @@ def soft_to_png(soft: np.ndarray) -> np.ndarray:
 
 
 def labels_to_png(labels: np.ndarray) -> np.ndarray:
-    """Segment ids as pixel values (uint8 when they fit, else uint16), so programs can read them back."""
-    return labels.astype(np.uint8 if labels.max() < 256 else np.uint16)
+    """Segment ids 0..K-1 as pixel values 1..K (uint8 when they fit, else uint16), numbered from 1 as the volume's
+    labels.nrrd, so that no region is written as 0 (black, "nothing") and programs can read the ids back."""
+    numbered = labels.astype(np.int64) + 1
+    return numbered.astype(np.uint8 if numbered.max() < 256 else np.uint16)

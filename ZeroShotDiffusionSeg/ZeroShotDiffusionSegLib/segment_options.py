@@ -56,7 +56,7 @@ def add_image_arguments(parser) -> None:
                        help="pixel (column,row) inside the lesion; repeatable")
     image.add_argument("--out", type=Path, help="mask PNG (0/255); the label map in unsupervised mode; an existing file is replaced")
     image.add_argument("--heatmap", type=Path, help="soft score map PNG (0..255 = 0..1); an existing file is replaced")
-    image.add_argument("--labels", type=Path, help="label map PNG of all regions (pixel value = region id); an existing file is replaced")
+    image.add_argument("--labels", type=Path, help="label map PNG of all regions (pixel value = region id 1..K); an existing file is replaced")
 
 
 def add_engine_arguments(parser) -> None:

@@ -37,6 +37,7 @@ def test_prompt_mode_writes_mask_heatmap_and_labels_at_input_size(lesion_png, tm
     assert mask.shape == heatmap.shape == regions.shape == (90, 130)
     assert set(np.unique(mask)) <= {0, 255} and heatmap.max() == 255
     assert np.array_equal(mask == 255, heatmap >= 128)  # the mask is the heat map at the selection threshold
+    assert regions.min() == 1  # regions are numbered from 1, as in a volume's labels.nrrd: none is black
     assert "mask:" in capsys.readouterr().out
 
 
