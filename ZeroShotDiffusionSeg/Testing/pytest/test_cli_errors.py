@@ -103,3 +103,18 @@ def test_an_unwritable_output_folder_is_refused_before_the_model_loads(inputs, t
     locked.mkdir(mode=0o500)
     code = main(["segment", inputs["PNG"], "--prompt", "x", "--out", str(locked / "m.png"), *NO_MODEL])
     assert code == 2 and "is not writable" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("arguments, pattern", [
+    ([], r"the following arguments are required: --out"),
+    (["--out", "OUT", "--prompt", "tumor"], r"--prompt needs --model: the weight-free baselines do not read a prompt"),
+])
+def test_eval_refuses_without_an_output_folder_or_a_prompt_without_a_model(arguments, pattern, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    try:
+        code = main(["eval", str(tmp_path), *[str(tmp_path / "out") if a == "OUT" else a for a in arguments]])
+    except SystemExit as exit_:
+        code = exit_.code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and re.search(pattern, err[0]), err
+    assert not (tmp_path / "zsdseg-eval").exists() and not (tmp_path / "out").exists()
