@@ -61,18 +61,27 @@ def check_active_cancel() -> None:
 
 
 class ProgressTracker:
-    """Turns 'done k of n units' into events with an ETA from the observed rate."""
+    """Turns 'done k of n units' into events with an ETA from the observed rate.
+
+    The rate is measured from the first update on (not from the tracker's creation), so the first
+    event has no ETA rather than a meaningless one (a unit 'done' a few microseconds after start).
+    """
 
     def __init__(self, progress: Optional[ProgressCallback], total_units: int, stage: str):
         self._progress = progress
         self._total = max(int(total_units), 1)
         self._stage = stage
-        self._start = time.perf_counter()
+        self._first: Optional[tuple] = None  # (time, units) of the first update
 
     def update(self, done_units: int, message: str = "", stage: Optional[str] = None) -> None:
         if self._progress is None:
             return
         fraction = min(max(done_units / self._total, 0.0), 1.0)
-        elapsed = time.perf_counter() - self._start
-        eta = elapsed * (1.0 - fraction) / fraction if fraction > 0 else None
+        now = time.perf_counter()
+        if self._first is None:
+            self._first = (now, done_units)
+        start, start_units = self._first
+        eta = None
+        if done_units > start_units:
+            eta = (now - start) / (done_units - start_units) * max(self._total - done_units, 0)
         self._progress(ProgressEvent(stage or self._stage, fraction, eta, message))

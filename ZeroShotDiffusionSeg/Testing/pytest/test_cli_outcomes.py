@@ -84,3 +84,30 @@ def test_lesion_table_never_writes_negative_zero(tmp_path):
     write_lesions_csv(rows, tmp_path / "lesions.csv")
     assert "-0.0" not in (tmp_path / "lesions.csv").read_text()
     assert rows[0]["centroid_ras_x"] == 0.0 and rows[0]["centroid_lps_z"] == 0.0
+
+
+def test_the_first_progress_event_has_no_eta_and_later_ones_follow_the_rate(monkeypatch):
+    from ZeroShotDiffusionSegLib import progress as progress_module
+
+    clock = iter([100.0, 100.00001, 110.0])
+    monkeypatch.setattr(progress_module.time, "perf_counter", lambda: next(clock))
+    events = []
+    tracker = progress_module.ProgressTracker(events.append, 12, "segment")
+    tracker.update(1, "volume read")  # a few microseconds after the start: no rate yet
+    tracker.update(2)
+    tracker.update(3)  # 2 units in 10 s since the first update: 5 s per unit, 9 left
+    assert [event.eta_s for event in events][0] is None
+    assert events[2].eta_s == pytest.approx(45.0)
+
+
+def test_a_long_poll_that_returns_the_same_status_is_reported_once(monkeypatch):
+    from ZeroShotDiffusionSegLib.server.client import ServerClient
+
+    statuses = iter([{"state": "running", "stage": "segment", "fraction": 0.5, "eta_s": 3.0, "version": 4}] * 4
+                    + [{"state": "done", "stage": "done", "fraction": 1.0, "eta_s": None, "version": 5}])
+    client = ServerClient("http://127.0.0.1:9")
+    monkeypatch.setattr(client, "status", lambda job_id, **kwargs: next(statuses))
+    events = []
+    client.wait("job", progress=events.append, poll_s=0.01)
+    client.close()
+    assert [(event.stage, event.fraction) for event in events] == [("segment", 0.5), ("done", 1.0)]
