@@ -78,6 +78,7 @@ CASES = [
     (["PNG", "--out", "m.png", "--mode", "unsupervised", "--prompt", "x"], r"--prompt does nothing with --mode unsupervised"),
     (["CT", "--out-dir", "OUT", "--prompt", "x", "--window", "350/nan"], r"--window must be WIDTH/LEVEL"),
     (["CT", "--out-dir", "OUT", "--prompt", "x", "--batch-size", "0"], r"batch_size \(--batch-size\) must be in \[1, 256\]"),
+    (["CT", "--out-dir", "OUT", "--prompt", "x", "--device", "cpu", "--dtype", "fp16"], r"--dtype fp16 needs a GPU"),
     (["CT", "--out-dir", "OUT", "--prompt", "x", "--seed-ras", "1,2"], r"argument --seed-ras: a seed point X,Y,Z \(mm\) takes 3"),
 ]
 
