@@ -58,8 +58,8 @@ def inputs(tmp_path):
 
 
 CASES = [
-    (["CT", "--out-dir", "OUT", "--seed-ras=nan,0,0"], r"seed point .* must be a finite number, got nan"),
-    (["CT", "--out-dir", "OUT", "--seed-ras=inf,0,0"], r"seed point .* must be a finite number, got inf"),
+    (["CT", "--out-dir", "OUT", "--seed-ras=nan,0,0"], r"seed point .* must be a finite number in \[-1000000, 1000000\] mm, got nan"),
+    (["CT", "--out-dir", "OUT", "--seed-ras=inf,0,0"], r"seed point .* must be a finite number in \[-1000000, 1000000\] mm, got inf"),
     (["CT", "--out-dir", "OUT", "--prompt", "x", "--grid-points", "100000"], r"grid_points \(--grid-points\) must be in \[1, 64\]"),
     (["PNG", "--out", "OUT.png", "--prompt", "x", "--grid-points", "100000"], r"grid_points \(--grid-points\) must be in \[1, 64\]"),
     (["CT", "--out-dir", "OUT", "--prompt", "x", "--min-volume", "nan"], r"min_volume_mm3 \(--min-volume\) must be a finite number"),
