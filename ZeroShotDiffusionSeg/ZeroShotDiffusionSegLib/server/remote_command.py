@@ -44,6 +44,7 @@ def _run_on_server(args, request: VolumeRequest, token: Optional[str], kind: str
     from .client import ServerClient, run_remote_job
 
     callback, close = progress_printer(kind)
+    callback = whole_run_progress(callback) if callback is not None else None
     cancel = threading.Event()
     timeout_s = getattr(args, "server_timeout", None)
     timed_out = threading.Event()
@@ -65,6 +66,32 @@ def _run_on_server(args, request: VolumeRequest, token: Optional[str], kind: str
         if timer is not None:
             timer.cancel()
         close()
+
+
+# Share of the whole remote run per stage, so the fraction shown grows from 0 to 1 once, as a local run's does.
+UPLOAD_SHARE, DOWNLOAD_SHARE = 0.05, 0.05
+
+
+def whole_run_progress(callback):
+    """Wraps a progress callback: per-stage fractions (upload 0..1, then the server's 0..1, then download 0..1)
+    become one fraction of the whole remote run that never goes back."""
+    from ..progress import ProgressEvent
+
+    highest = 0.0
+
+    def forward(event: ProgressEvent) -> None:
+        nonlocal highest
+        fraction = min(max(float(event.fraction or 0.0), 0.0), 1.0)
+        if event.stage == "upload":
+            overall = UPLOAD_SHARE * fraction
+        elif event.stage == "download":
+            overall = 1.0 - DOWNLOAD_SHARE + DOWNLOAD_SHARE * fraction
+        else:  # queued, or a stage of the job on the server
+            overall = UPLOAD_SHARE + (1.0 - UPLOAD_SHARE - DOWNLOAD_SHARE) * fraction
+        highest = max(highest, overall)
+        callback(ProgressEvent(event.stage, round(highest, 4), event.eta_s, event.message))
+
+    return forward
 
 
 class _uploadable:
