@@ -4,7 +4,6 @@ umask like volume outputs, a CT window on a non-CT volume is flagged."""
 import argparse
 import json
 import os
-import threading
 
 import numpy as np
 import pytest
