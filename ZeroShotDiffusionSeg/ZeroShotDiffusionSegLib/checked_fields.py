@@ -12,7 +12,8 @@ the object is built (command line, Slicer worker, HTTP server), and it runs befo
 - NaN and +-inf are refused for every number;
 - ``Optional[...]`` fields also take None.
 
-Messages name the field and its command-line flag and state the allowed range, in one line.
+Messages name the field (its ``title`` words when given), its JSON name and its command-line flag,
+and state the allowed range, in one line.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class Bounds:
     low_open: bool = False  # True: the value must be strictly greater than ``low``
     flag: Optional[str] = None  # the command-line option, named in messages
     unit: str = ""
+    title: Optional[str] = None  # words for the field in messages (a Slicer user knows no field names)
 
     def describe(self) -> str:
         unit = f" {self.unit}" if self.unit else ""
@@ -54,16 +56,17 @@ class Bounds:
 
 
 def bounded(default: Any = dataclasses.MISSING, low: Optional[float] = None, high: Optional[float] = None, *,
-            low_open: bool = False, flag: Optional[str] = None, unit: str = "") -> Any:
+            low_open: bool = False, flag: Optional[str] = None, unit: str = "", title: Optional[str] = None) -> Any:
     """A dataclass field with a declared range (both ends inclusive unless ``low_open``)."""
-    return field(default=default, metadata={_KEY: Bounds(low, high, low_open, flag, unit)})
+    return field(default=default, metadata={_KEY: Bounds(low, high, low_open, flag, unit, title)})
 
 
 def field_label(instance, name: str) -> str:
-    """``grid_points (--grid-points)``: how messages name a field."""
-    bounds = _field_bounds(instance).get(name)
-    flag = bounds.flag if bounds is not None and bounds.flag else None
-    return f"{name} ({flag})" if flag else name
+    """How messages name a field, for every reader: ``grid points (grid_points, --grid-points)``, or
+    ``iterations (--iterations)`` when the field's name is already the words."""
+    bounds = _field_bounds(instance).get(name) or Bounds()
+    aliases = [part for part in ((name if bounds.title else None), bounds.flag) if part]
+    return f"{bounds.title or name} ({', '.join(aliases)})" if aliases else name
 
 
 def _field_bounds(instance) -> dict:

@@ -60,9 +60,9 @@ def inputs(tmp_path):
 CASES = [
     (["CT", "--out-dir", "OUT", "--seed-ras=nan,0,0"], r"seed point .* must be a finite number in \[-1000000, 1000000\] mm, got nan"),
     (["CT", "--out-dir", "OUT", "--seed-ras=inf,0,0"], r"seed point .* must be a finite number in \[-1000000, 1000000\] mm, got inf"),
-    (["CT", "--out-dir", "OUT", "--prompt", "x", "--grid-points", "100000"], r"grid_points \(--grid-points\) must be in \[1, 64\]"),
-    (["PNG", "--out", "OUT.png", "--prompt", "x", "--grid-points", "100000"], r"grid_points \(--grid-points\) must be in \[1, 64\]"),
-    (["CT", "--out-dir", "OUT", "--prompt", "x", "--min-volume", "nan"], r"min_volume_mm3 \(--min-volume\) must be a finite number"),
+    (["CT", "--out-dir", "OUT", "--prompt", "x", "--grid-points", "100000"], r"grid points \(grid_points, --grid-points\) must be in \[1, 64\]"),
+    (["PNG", "--out", "OUT.png", "--prompt", "x", "--grid-points", "100000"], r"grid points \(grid_points, --grid-points\) must be in \[1, 64\]"),
+    (["CT", "--out-dir", "OUT", "--prompt", "x", "--min-volume", "nan"], r"minimum lesion volume \(min_volume_mm3, --min-volume\) must be a finite number"),
     (["PNG", "--prompt", "x", "--out", "DIR"], r"--out .*folder.png is a folder; give a file name ending in .png"),
     (["PNG", "--prompt", "x", "--out", "NOWHERE"], r"output folder does not exist"),
     (["PNG", "--prompt", "x", "--out", "m.jpg"], r"--out m.jpg: outputs are written as PNG"),
@@ -77,7 +77,7 @@ CASES = [
     (["PNG", "--out", "m.png", "--prompt", "x", "--progress", "json"], r"--progress json is for 3-D volumes"),
     (["PNG", "--out", "m.png", "--mode", "unsupervised", "--prompt", "x"], r"--prompt does nothing with --mode unsupervised"),
     (["CT", "--out-dir", "OUT", "--prompt", "x", "--window", "350/nan"], r"--window must be WIDTH/LEVEL"),
-    (["CT", "--out-dir", "OUT", "--prompt", "x", "--batch-size", "0"], r"batch_size \(--batch-size\) must be in \[1, 256\]"),
+    (["CT", "--out-dir", "OUT", "--prompt", "x", "--batch-size", "0"], r"batch size \(batch_size, --batch-size\) must be in \[1, 256\]"),
     (["CT", "--out-dir", "OUT", "--prompt", "x", "--device", "cpu", "--dtype", "fp16"], r"--dtype fp16 needs a GPU"),
     (["CT", "--out-dir", "OUT", "--prompt", "x", "--seed-ras", "1,2"], r"argument --seed-ras: a seed point X,Y,Z \(mm\) takes 3"),
 ]

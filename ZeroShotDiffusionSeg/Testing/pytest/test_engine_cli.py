@@ -59,7 +59,7 @@ def test_seed_and_unsupervised_modes(lesion_png, tmp_path):
     (["IMAGE", "--prompt", "x"], "give --out"),
     (["IMAGE", "--prompt", "x", "--out", "m.png", "--model", "nobody/nothing"], "not in the Hugging Face cache"),
     (["IMAGE", "--prompt", "x", "--out", "no/such/dir/m.png"], "output folder does not exist"),
-    (["IMAGE", "--prompt", "x", "--out", "m.png", "--kl-threshold", "-1"], r"kl_threshold \(--kl-threshold\) must be in \(0, 100\], got -1"),
+    (["IMAGE", "--prompt", "x", "--out", "m.png", "--kl-threshold", "-1"], r"KL threshold \(kl_threshold, --kl-threshold\) must be in \(0, 100\], got -1"),
 ])
 def test_bad_input_gives_one_line_and_nonzero_exit(arguments, message, lesion_png, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)

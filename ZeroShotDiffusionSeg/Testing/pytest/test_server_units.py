@@ -28,8 +28,8 @@ def test_request_survives_json_round_trip():
 @pytest.mark.parametrize("text, message", [
     ("[1, 2]", "must be a JSON object"),
     ('{"prompt": "x", "colour": 1}', "unknown fields ['colour']"),
-    ('{"seeds": [[1, "a", 3]]}', "seed point (--seed-ras/--seed-lps) must be a number, got 'a'"),
-    ('{"params": {"kl_threshold": -1}}', "kl_threshold (--kl-threshold) must be in (0, 100], got -1"),
+    ('{"seeds": [[1, "a", 3]]}', "seed point (--seed-ras/--seed-lps) must be a number in [-1000000, 1000000] mm, got 'a'"),
+    ('{"params": {"kl_threshold": -1}}', "KL threshold (kl_threshold, --kl-threshold) must be in (0, 100], got -1"),
     ('{"prompt": ', "not valid JSON"),
 ])
 def test_bad_request_json_is_a_one_line_user_error(text, message):

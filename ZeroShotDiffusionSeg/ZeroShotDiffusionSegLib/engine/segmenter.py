@@ -105,7 +105,7 @@ class DiffusionSegmenter:
             self._unet(latents, timestep, embedding)
         self_attention = store.self_attention()
         if params.grid_points > max(self_attention):
-            raise UserError(f"grid_points (--grid-points) {params.grid_points} is more than this model's finest attention "
+            raise UserError(f"grid points (grid_points, --grid-points) {params.grid_points} is more than this model's finest attention "
                             f"grid of {max(self_attention)}; use at most {max(self_attention)}")
         cross_attention = store.cross_attention() if prompt else {}
         results = []

@@ -24,13 +24,13 @@ class SegmentationParams:
     for: iterations and grid points are the merging's cost, 64 the finest attention grid of SD.
     """
 
-    kl_threshold: float = bounded(1.1, 0.0, 100.0, low_open=True, flag="--kl-threshold")
-    grid_points: int = bounded(16, 1, 64, flag="--grid-points")
+    kl_threshold: float = bounded(1.1, 0.0, 100.0, low_open=True, flag="--kl-threshold", title="KL threshold")
+    grid_points: int = bounded(16, 1, 64, flag="--grid-points", title="grid points")
     iterations: int = bounded(3, 1, 20, flag="--iterations")
     refine: bool = bounded(False, flag="--refine")
     timestep: int = bounded(300, 0, 999, flag="--timestep")
-    noise_seed: Optional[int] = bounded(None, 0, 2**32 - 1, flag="--noise-seed")  # None: clean latent, as DiffSeg
-    selection_threshold: float = bounded(0.5, 0.0, 1.0, flag="--selection-threshold")  # prompt mode: keep >= this
+    noise_seed: Optional[int] = bounded(None, 0, 2**32 - 1, flag="--noise-seed", title="noise seed")  # None: clean latent, as DiffSeg
+    selection_threshold: float = bounded(0.5, 0.0, 1.0, flag="--selection-threshold", title="selection threshold")  # prompt mode: keep >= this
 
     def __post_init__(self):
         check_fields(self)

@@ -39,8 +39,8 @@ class VolumeRequest:
     roi_voxels: Optional[Tuple[Tuple[int, int, int], Tuple[int, int, int]]] = None  # (i0,j0,k0),(i1,j1,k1) inclusive
     axis: str = "auto"  # "auto" (closest to the patient's axial axis), a patient plane, or "i" | "j" | "k"
     window: Optional[str] = None  # "WIDTH/LEVEL" or a preset name, to override the automatic choice
-    batch_size: Optional[int] = bounded(None, 1, 256, flag="--batch-size")  # None: chosen from free memory
-    min_volume_mm3: float = bounded(0.0, 0.0, flag="--min-volume", unit="mm3")
+    batch_size: Optional[int] = bounded(None, 1, 256, flag="--batch-size", title="batch size")  # None: chosen from free memory
+    min_volume_mm3: float = bounded(0.0, 0.0, flag="--min-volume", unit="mm3", title="minimum lesion volume")
     binary: bool = bounded(False, flag="--binary")
     params: SegmentationParams = field(default_factory=SegmentationParams)
 
