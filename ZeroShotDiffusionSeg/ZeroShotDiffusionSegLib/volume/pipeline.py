@@ -159,9 +159,9 @@ def check_request(input_path, out_dir, request: VolumeRequest, image: Optional[s
         _seed_voxels(image, request, box)
     if request.batch_size is not None:
         choose_batch_size(None, request.batch_size)  # only validates: an explicit size never asks the device
-    raw = io.volume_array(image)
-    choice = intensity.choose_intensity(raw, request.prompt, request.window)
-    if not segmentable_slices(raw, plan, choice):
+    voxels = sitk.GetArrayViewFromImage(image)  # a view: checking costs no copy of the volume
+    choice = intensity.choose_intensity(voxels, request.prompt, request.window)
+    if not segmentable_slices(voxels, plan, choice):
         raise UserError(NOTHING_TO_SEGMENT)
 
 
