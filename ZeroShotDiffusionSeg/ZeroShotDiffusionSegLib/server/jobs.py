@@ -203,8 +203,8 @@ class JobManager:
             outcome = DONE
         except Cancelled:
             outcome = CANCELLED
-        except UserError as user_error:
-            error = str(user_error)
+        except UserError as user_error:  # shown to the client: without the server's paths
+            error = str(user_error).replace(str(job.input_path), "the uploaded volume").replace(str(job.work_dir), "the job")
         except Exception:  # a bug or an out-of-memory: the job fails, the server keeps serving
             log.exception("job %s failed", job.id)
             error = "internal error while running the job (details are in the server log)"
