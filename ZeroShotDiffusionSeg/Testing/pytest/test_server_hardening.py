@@ -185,3 +185,21 @@ def test_connections_that_never_finish_their_headers_are_closed(tmp_path, volume
         # A request whose headers arrived in time is served, and a slow upload's body is not cut off.
         assert httpx.get(f"{server.url}/health").status_code == 200
         assert post(server.url, "ct.nrrd", volume.read_bytes()).status_code == 202
+
+
+def test_a_failed_jobs_error_does_not_show_the_servers_paths(tmp_path, volume):
+    import time
+
+    from ZeroShotDiffusionSegLib.errors import UserError
+
+    def failing_executor(input_path, out_dir, request, progress=None, cancel=None):
+        raise UserError(f"{input_path} could not be segmented (output {out_dir})")
+
+    with start_server(tmp_path, executors=[failing_executor]) as server:
+        job = post(server.url, "ct.nrrd", volume.read_bytes()).json()
+        deadline = time.monotonic() + 10
+        while (status := httpx.get(f"{server.url}/jobs/{job['id']}", headers=ALICE).json())["state"] != "failed":
+            assert time.monotonic() < deadline, status
+            time.sleep(0.05)
+    assert status["error"] == "the uploaded volume could not be segmented (output the job/out)"
+    assert "server-work" not in json.dumps(status)
