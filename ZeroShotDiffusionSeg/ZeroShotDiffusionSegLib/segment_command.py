@@ -55,6 +55,7 @@ def segmenter_factory(args):
 
 
 def add_arguments(parser) -> None:
+    from .boundary_command import add_boundary_arguments
     from .server.remote_command import add_remote_arguments
     from .volume.cli import add_volume_arguments
 
@@ -67,6 +68,7 @@ def add_arguments(parser) -> None:
     image.add_argument("--heatmap", type=Path, help="soft score map PNG (0..255 = 0..1)")
     image.add_argument("--labels", type=Path, help="label map PNG of all regions (pixel value = region id)")
     add_engine_arguments(parser)
+    add_boundary_arguments(parser)
     add_volume_arguments(parser)
     add_remote_arguments(parser)
 
@@ -90,6 +92,8 @@ def run(args) -> int:
     from .volume.cli import is_volume_path, run_volume_command
 
     if getattr(args, "server", None):
+        if args.boundary != "none":
+            raise UserError("--boundary sam runs on this machine only; drop --server, or use --boundary none")
         return run_remote_segment(args)
     if is_volume_path(args.input):
         return run_volume_command(args, segmenter_factory(args))
@@ -97,12 +101,14 @@ def run(args) -> int:
 
 
 def run_image(args) -> int:
+    from .boundary_command import check_image_boundary, refine_image_mask
     from .engine.selection import validate_seeds
 
     image = read_image(args.input)
     mode = resolve_mode(args.mode, args.prompt, args.seed)
     height, width = image.shape[:2]
     validate_seeds(args.seed, width, height)  # before the slow model load
+    check_image_boundary(args, mode)
     if mode == "unsupervised" and not (args.out or args.labels):
         raise UserError("unsupervised mode needs --out or --labels for the label map")
     if mode != "unsupervised" and not args.out:
@@ -121,6 +127,8 @@ def run_image(args) -> int:
             write_png(path, labels_to_png(result.labels))
         print(f"{regions} regions -> {args.out or args.labels}")
     else:
+        if args.boundary == "sam":
+            result.mask = refine_image_mask(args, image, result, args.seed if mode == "seed" else None)
         write_png(args.out, mask_to_png(result.mask))
         chosen = len(set(result.labels[result.mask].tolist()))
         print(f"mask: {int(result.mask.sum())} pixels ({100.0 * result.mask.mean():.1f}%), {chosen} of {regions} regions -> {args.out}")

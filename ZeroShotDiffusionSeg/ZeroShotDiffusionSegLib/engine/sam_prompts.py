@@ -5,7 +5,7 @@ Boxes are (x0, y0, x1, y1) in pixels, inclusive, x = column, as ``refine_boundar
 
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 from scipy import ndimage
@@ -64,3 +64,65 @@ def best_score_point(mask: np.ndarray, score: np.ndarray) -> Tuple[int, int]:
     masked = np.where(np.asarray(mask, dtype=bool), score, -np.inf)
     row, col = np.unravel_index(int(np.argmax(masked)), masked.shape)
     return int(col), int(row)
+
+
+def selection_prompts(mask: np.ndarray, score: Optional[np.ndarray] = None, seeds: Sequence[Tuple[int, int]] = (),
+                      score_points: bool = False, box: Optional[Box] = None):
+    """(boxes, points) that hand one slice's selection to LiteMedSAM.
+
+    One box per piece of ``mask`` (padded by ``BOX_MARGIN``), or the single fixed ``box`` (a user's
+    ROI). Points, per box: every seed (x, y) inside the piece (or the box) is positive; with
+    ``score_points``, the piece's highest-score pixel is positive and the highest-score pixel of
+    every other piece inside this box is negative. LiteMedSAM was trained on boxes alone and
+    measured worse with points (benchmarks/README.md), so score points are off by default."""
+    shape = np.asarray(mask).shape[:2]
+    regions = pieces(mask)
+    if box is not None:
+        regions, boxes = [np.ones(shape, dtype=bool)], [box]
+    else:
+        boxes = [pad_box(tight_box(piece), BOX_MARGIN, shape) for piece in regions]
+    points: List[List[Tuple[int, int, bool]]] = []
+    for index, (piece, piece_box) in enumerate(zip(regions, boxes)):
+        x0, y0, x1, y1 = piece_box
+        own = [(int(x), int(y), True) for x, y in seeds if piece[int(y), int(x)] and (box is None or (x0 <= x <= x1 and y0 <= y <= y1))]
+        if score_points and score is not None and box is None:
+            own.append((*best_score_point(piece, score), True))
+            for other_index, other in enumerate(regions):
+                if other_index != index:
+                    x, y = best_score_point(other, score)
+                    if x0 <= x <= x1 and y0 <= y <= y1:
+                        own.append((x, y, False))
+        points.append(own)
+    return boxes, points
+
+
+def refine_selections(refiner, images: Sequence[np.ndarray], masks: Sequence[np.ndarray],
+                      scores: Optional[Sequence[Optional[np.ndarray]]] = None,
+                      seeds: Optional[Sequence[Sequence[Tuple[int, int]]]] = None,
+                      score_points: bool = False, box: Optional[Box] = None) -> List[np.ndarray]:
+    """Each image's selection redrawn by LiteMedSAM: the union of its boxes' masks. An image whose
+    selection is empty stays empty (and is not encoded), unless a fixed ``box`` is given."""
+    all_boxes, all_points = [], []
+    for index, mask in enumerate(masks):
+        if box is None and not np.asarray(mask).any():
+            all_boxes.append([])
+            all_points.append([])
+            continue
+        boxes, points = selection_prompts(mask, scores[index] if scores is not None else None,
+                                          seeds[index] if seeds is not None else (), score_points, box)
+        all_boxes.append(boxes)
+        all_points.append(points)
+    refined = refiner.refine_many(images, all_boxes, all_points)
+    out = []
+    for mask, image_masks in zip(masks, refined):
+        mask = np.asarray(mask, dtype=bool)
+        union = np.zeros(mask.shape[:2], dtype=bool)
+        for piece_mask in image_masks:
+            union |= piece_mask
+        if box is None:  # pieces too small for a box are kept as they were selected
+            boxed = np.zeros_like(union)
+            for piece in pieces(mask):
+                boxed |= piece
+            union |= mask & ~boxed
+        out.append(union)
+    return out

@@ -129,6 +129,8 @@ def request_from_args(args) -> VolumeRequest:
         batch_size=args.batch_size,
         min_volume_mm3=float(args.min_volume or 0.0),
         binary=bool(args.binary),
+        boundary=getattr(args, "boundary", "none"),
+        boundary_points=bool(getattr(args, "boundary_points", False)),
         params=params_from_args(args),
     )
 

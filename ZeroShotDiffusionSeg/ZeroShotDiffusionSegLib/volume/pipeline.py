@@ -20,7 +20,7 @@ import SimpleITK as sitk
 from .. import __version__
 from ..errors import UserError
 from ..progress import ProgressCallback, ProgressTracker, check_cancel
-from . import consolidation, geometry, intensity, io, outputs
+from . import consolidation, geometry, intensity, io, outputs, sam_refinement
 from .batching import BatchRunner, choose_batch_size
 from .request import VolumeRequest, VolumeResult
 from .slicing import SlicePlan, choose_slice_axis
@@ -143,7 +143,7 @@ def _segment_seeds(runner, plan, make_image, segmentable, seeds, shape, batch_si
 
 def check_request(input_path, out_dir, request: VolumeRequest) -> None:
     """Every input error ``run_volume`` would raise, found without a model: call it before a slow model load."""
-    resolve_mode(request)
+    sam_refinement.check(request, resolve_mode(request))
     with outputs.StagedOutputFolder(out_dir):
         pass  # created and discarded: proves the output folder can be written
     image = io.read_volume(input_path)
@@ -241,6 +241,7 @@ def _provenance(input_path, prepared: _Prepared, segmenter, request, mode, runne
         },
         "seeds_ijk": [list(voxel) for voxel in prepared.seeds],
         "consolidation": {"rule": consolidation.RULES.get(mode), "connectivity": "face (6-connected)", **summary},
+        **sam_refinement.provenance_entry(request),
         "outputs": dict(outputs.OUTPUT_NAMES),
         "versions": outputs.package_versions(),
         "messages": messages,
@@ -267,6 +268,7 @@ def run_volume(
 ) -> VolumeResult:
     """Segment a 3-D volume slice by slice and write labels.nrrd, score.nrrd, lesions.csv, provenance.json."""
     mode = resolve_mode(request)
+    sam_refinement.check(request, mode)
     watch = _Stopwatch()
     check_cancel(cancel)
     with outputs.StagedOutputFolder(out_dir) as staged:
@@ -286,6 +288,9 @@ def run_volume(
         runner = BatchRunner(segmenter, batch_size, request.params, cancel, on_batch)
         with watch.stage("segment"):
             selected, score, partition, volume_max = _segment(mode, runner, prepared, request)
+        if request.boundary == "sam":
+            with watch.stage("boundary"):
+                selected = sam_refinement.refine_volume(prepared, selected, score, request, cancel)
         check_cancel(cancel)
         with watch.stage("consolidate"):
             labels, dropped = consolidation.number_lesions(selected, float(np.prod(image.GetSpacing())), request.min_volume_mm3)

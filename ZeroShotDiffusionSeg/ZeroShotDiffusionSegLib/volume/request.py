@@ -25,6 +25,8 @@ class VolumeRequest:
     batch_size: Optional[int] = None  # None: chosen from free memory
     min_volume_mm3: float = 0.0
     binary: bool = False
+    boundary: str = "none"  # "sam": LiteMedSAM redraws each slice's selection (volume/sam_refinement.py)
+    boundary_points: bool = False  # with "sam": also points at the regions' highest scores
     params: SegmentationParams = field(default_factory=SegmentationParams)
 
     def to_dict(self) -> dict:
