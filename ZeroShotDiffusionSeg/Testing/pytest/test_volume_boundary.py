@@ -71,7 +71,10 @@ def test_boundary_none_writes_the_same_bytes_as_a_request_without_it(sphere_case
 def test_sam_boxes_each_slices_selection_and_keeps_the_attention_score(sphere_case, tmp_path, recording):
     path, _, sphere = sphere_case
     none = run_volume(path, tmp_path / "none", ThresholdSegmenter(), VolumeRequest(prompt="tumor", params=PROMPT))
-    sam = run_volume(path, tmp_path / "sam", ThresholdSegmenter(), VolumeRequest(prompt="tumor", params=PROMPT, boundary="sam"))
+    events = []
+    sam = run_volume(path, tmp_path / "sam", ThresholdSegmenter(), VolumeRequest(prompt="tumor", params=PROMPT, boundary="sam"),
+                     progress=events.append)
+    assert [e.message for e in events if e.stage == "boundary"][-1].endswith("slices") and events[-1].stage == "done"
     assert Path(sam.files["score"]).read_bytes() == Path(none.files["score"]).read_bytes()
     labels = _array(sam.files["labels"]) > 0
     boxed = [index for index in range(sphere.shape[0]) if sphere[index].any()]

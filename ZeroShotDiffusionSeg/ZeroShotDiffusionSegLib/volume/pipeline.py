@@ -290,7 +290,8 @@ def run_volume(
             selected, score, partition, volume_max = _segment(mode, runner, prepared, request)
         if request.boundary == "sam":
             with watch.stage("boundary"):
-                selected = sam_refinement.refine_volume(prepared, selected, score, request, cancel)
+                selected = sam_refinement.refine_volume(prepared, selected, score, request, cancel, lambda done, total: tracker.update(
+                    count, f"boundary: {done}/{total} slices", stage="boundary"))
         check_cancel(cancel)
         with watch.stage("consolidate"):
             labels, dropped = consolidation.number_lesions(selected, float(np.prod(image.GetSpacing())), request.min_volume_mm3)

@@ -45,8 +45,9 @@ def provenance_entry(request) -> dict:
                          "box_margin": BOX_MARGIN, "score_points": bool(getattr(request, "boundary_points", False))}}
 
 
-def refine_volume(prepared, selected: np.ndarray, score: np.ndarray, request, cancel=None, refiner=None) -> np.ndarray:
-    """The selection with each segmented slice redrawn by LiteMedSAM (a new array)."""
+def refine_volume(prepared, selected: np.ndarray, score: np.ndarray, request, cancel=None, on_progress=None, refiner=None) -> np.ndarray:
+    """The selection with each segmented slice redrawn by LiteMedSAM (a new array); ``on_progress(done, total)``
+    after every chunk of slices, ``cancel`` checked before each."""
     from ..engine.boundary import shared_refiner
     from ..engine.sam_prompts import refine_selections
 
@@ -69,4 +70,6 @@ def refine_volume(prepared, selected: np.ndarray, score: np.ndarray, request, ca
                                   score_points=bool(getattr(request, "boundary_points", False)), box=box)
         for index, mask in zip(chunk, masks):
             plan.insert(refined, index, mask)
+        if on_progress is not None:
+            on_progress(start + len(chunk), len(work))
     return refined
