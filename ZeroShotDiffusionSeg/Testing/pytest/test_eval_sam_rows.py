@@ -48,10 +48,11 @@ def test_eval_sam_rows_on_synthetic_pairs(tmp_path):
         Image.fromarray(np.clip(np.where(disk, 190, 70) + noise, 0, 255).astype(np.uint8)).save(data / f"case{index}.png")
         Image.fromarray((disk * 255).astype(np.uint8)).save(data / f"case{index}_mask.png")
     out = tmp_path / "out"
-    assert main(["eval", str(data), "--sam", "--sam-jitter", "0,20", "--no-overlays", "--out", str(out)]) == 0
+    assert main(["eval", str(data), "--sam", "--sam-jitter", "0,20", "--no-overlays", "--out", str(out),
+                 "--model", "random:tiny", "--device", "cpu", "--prompt", "disk"]) == 0  # random: wiring only
     results = json.loads((out / "results.json").read_text())
     summary = results["summary"]
-    for mode in ("sam_box_j0", "sam_box_j20", "sam_box_point", "otsu_centre", "otsu_centre_sam", "kmeans_largest_sam"):
+    for mode in ("deployed", "deployed_sam", "sam_box_j0", "sam_box_j20", "sam_box_point", "otsu_centre", "otsu_centre_sam", "kmeans_largest_sam"):
         assert summary[mode]["dice"]["n"] == 2, mode
     assert summary["sam_box_j0"]["dice"]["mean"] >= 0.9
     assert results["meta"]["sam"]["checkpoint_sha256"].startswith("79d8c9dc")

@@ -153,7 +153,7 @@ def evaluate_case(case, segmenter, args, params, out_dir: Path, refiner=None) ->
     if not args.no_baselines:
         predictions.update(_baseline_predictions(image, seed, is_volume, args.kmeans_clusters))
     if refiner is not None:
-        predictions.update(sam_rows.predictions(refiner, image, truth, is_volume, args, case.name))
+        predictions.update(sam_rows.predictions(refiner, image, truth, is_volume, args, case.name, predictions.get("deployed")))
     metrics = {mode: case_metrics(prediction, truth, loaded.spacing) for mode, prediction in predictions.items()}
     if not args.no_overlays and predictions:
         _write_case_overlay(out_dir / "overlays" / f"{_file_name(case.name)}.png", image, truth, predictions, seed, is_volume)
@@ -206,7 +206,7 @@ def run(args) -> int:
     segmenter = _load_segmenter(args) if args.model else None
     refiner = sam_rows.load_refiner(args)
     modes = (list(MODEL_MODES) if segmenter is not None else []) + ([] if args.no_baselines else list(baselines.BASELINES))
-    modes += sam_rows.modes(args, cases[0].kind == "volume")
+    modes += sam_rows.modes(args, cases[0].kind == "volume", segmenter is not None)
 
     records = []
     for case in tqdm(cases, desc="zsdseg eval", unit="case", file=sys.stderr):

@@ -9,6 +9,8 @@
   cut into 8-connected pieces; *largest* is the largest piece that does not touch the image border
   (the largest piece at all when every piece touches it), *centre* is the piece under the image's
   centre pixel. ``…_sam`` is LiteMedSAM from that piece's box padded by ``BOX_MARGIN``.
+* ``deployed_sam`` (2-D, with ``--model``): the deployed selection redrawn exactly as ``--boundary sam``
+  does (``engine.sam_prompts.refine_selections``), to compare with ``deployed``.
 
 Volumes: the rows with truth boxes run on every slice (first array axis) holding truth, the slice
 windowed as the volume pipeline would (CT preset or percentiles); other slices stay empty. The
@@ -41,10 +43,10 @@ def jitters(args) -> List[int]:
     return [int(value) for value in str(args.sam_jitter).split(",") if value.strip()]
 
 
-def modes(args, is_volume: bool) -> List[str]:
+def modes(args, is_volume: bool, with_model: bool = False) -> List[str]:
     if not args.sam:
         return []
-    names = [f"sam_box_j{j}" for j in jitters(args)] + ["sam_box_point"]
+    names = (["deployed_sam"] if with_model and not is_volume else []) + [f"sam_box_j{j}" for j in jitters(args)] + ["sam_box_point"]
     if not is_volume:
         for source in PROPOSAL_SOURCES:
             for rule in PROPOSAL_RULES:
@@ -127,11 +129,17 @@ def predictions_3d(refiner, volume: np.ndarray, truth: np.ndarray, args, case_na
     return out
 
 
-def predictions(refiner, image: np.ndarray, truth: np.ndarray, is_volume: bool, args, case_name: str) -> Dict[str, np.ndarray]:
+def predictions(refiner, image: np.ndarray, truth: np.ndarray, is_volume: bool, args, case_name: str,
+                deployed: Optional[np.ndarray] = None) -> Dict[str, np.ndarray]:
     """Every SAM row's mask for one case (an empty truth gives the truth rows no box: empty masks)."""
     if is_volume:
         return predictions_3d(refiner, image, truth, args, case_name)
-    return predictions_2d(refiner, image, truth, args, case_name)
+    rows = predictions_2d(refiner, image, truth, args, case_name)
+    if deployed is not None:
+        from ..engine.sam_prompts import refine_selections
+
+        rows["deployed_sam"] = refine_selections(refiner, [image], [deployed])[0]
+    return rows
 
 
 def load_refiner(args):
