@@ -33,6 +33,8 @@ def run(args, load_segmenter=None) -> int:
         from .server.protocol import check_server_url
 
         check_server_url(args.server)
+        if getattr(args, "boundary", "none") != "none":
+            raise UserError("--boundary sam runs on this machine only; drop --server, or use --boundary none")
     if not is_volume_path(args.input):
         if getattr(args, "server", None):
             raise UserError(f"the server segments volumes (NRRD, NIfTI, MHA/MHD, DICOM folder); {args.input.name} is a 2-D image: "
@@ -66,6 +68,7 @@ def resolve_image_mode(mode: str, prompt, seeds) -> str:
 def run_image(args, params, load_segmenter) -> int:
     """A 2-D image: every check (options, outputs, seeds) before the model loads, then one engine call."""
     from .engine.prompt_length import segmenter_prompt_note
+    from .boundary_command import check_image_boundary, refine_image_mask
     from .engine.selection import validate_seeds
     from .image_io import labels_to_png, mask_to_png, read_image, soft_to_png, write_png
     from .segment_request import check_image_outputs, refuse_volume_options
@@ -81,6 +84,7 @@ def run_image(args, params, load_segmenter) -> int:
     height, width = image.shape[:2]
     seeds = list(args.seed)
     validate_seeds(seeds, width, height)
+    check_image_boundary(args, mode)
     segmenter = load_segmenter()
     prompt = args.prompt if mode != "unsupervised" and args.prompt and args.prompt.strip() else None
     note = segmenter_prompt_note(segmenter, prompt)
@@ -93,6 +97,8 @@ def run_image(args, params, load_segmenter) -> int:
             write_png(path, labels_to_png(result.labels))
         print(f"{regions} regions -> {args.out or args.labels}")
     else:
+        if args.boundary == "sam":
+            result.mask = refine_image_mask(args, image, result, seeds if mode == "seed" else None)
         write_png(args.out, mask_to_png(result.mask))
         chosen = len(set(result.labels[result.mask].tolist()))
         print(f"mask: {int(result.mask.sum())} pixels ({100.0 * result.mask.mean():.1f}%), {chosen} of {regions} regions -> {args.out}")

@@ -114,6 +114,9 @@ def add_arguments(parser) -> None:
     """Every option of ``zsdseg segment``, group by group."""
     add_input_arguments(parser)
     add_image_arguments(parser)
+    from .boundary_command import add_boundary_arguments
+
     add_engine_arguments(parser)
+    add_boundary_arguments(parser)
     add_volume_arguments(parser)
     add_remote_arguments(parser)

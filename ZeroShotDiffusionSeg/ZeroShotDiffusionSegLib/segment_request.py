@@ -55,6 +55,8 @@ def volume_request_from_args(args) -> VolumeRequest:
         batch_size=args.batch_size,
         min_volume_mm3=args.min_volume if args.min_volume is not None else 0.0,
         binary=bool(args.binary),
+        boundary=getattr(args, "boundary", "none"),
+        boundary_points=bool(getattr(args, "boundary_points", False)),
         params=params_from_args(args),
     )
 

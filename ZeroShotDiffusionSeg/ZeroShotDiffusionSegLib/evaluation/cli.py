@@ -20,7 +20,7 @@ import numpy as np
 
 from ..engine.types import SegmentationParams
 from ..errors import UserError
-from . import baselines, layouts, report
+from . import baselines, layouts, report, sam_rows
 from .metrics import case_metrics
 from .oracle import greedy_union, hungarian_segment, per_slice_unique
 from .seeding import seed_at_centroid
@@ -51,6 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True,
                         help="output folder for report.md, results.json, overlays/ (required: the overlays show the data set's images)")
     parser.add_argument("--no-overlays", action="store_true", help="do not write an overlay PNG per case")
+    sam_rows.add_arguments(parser)
 
 
 def _file_name(name: str) -> str:
@@ -131,7 +132,7 @@ def _read_volume(case):
     return volume, sitk.GetArrayFromImage(volume).astype(np.float32)
 
 
-def evaluate_case(case, segmenter, args, params, out_dir: Path) -> dict:
+def evaluate_case(case, segmenter, args, params, out_dir: Path, refiner=None) -> dict:
     """One case's record for results.json: metrics per mode, seed, seconds; raises on failure."""
     started = time.perf_counter()
     loaded = layouts.load_case(case)
@@ -152,6 +153,8 @@ def evaluate_case(case, segmenter, args, params, out_dir: Path) -> dict:
         predictions.update(model_predictions)
     if not args.no_baselines:
         predictions.update(_baseline_predictions(image, seed, is_volume, args.kmeans_clusters))
+    if refiner is not None:
+        predictions.update(sam_rows.predictions(refiner, image, truth, is_volume, args, case.name, predictions.get("deployed")))
     metrics = {mode: case_metrics(prediction, truth, loaded.spacing) for mode, prediction in predictions.items()}
     if not args.no_overlays and predictions:
         _write_case_overlay(out_dir / "overlays" / f"{_file_name(case.name)}.png", image, truth, predictions, seed, is_volume)
@@ -187,7 +190,7 @@ def run(args) -> int:
         args.selection = "prompt" if args.prompt else "seed"
     if args.selection == "prompt" and not args.prompt:
         raise UserError("--selection prompt needs --prompt TEXT")
-    if args.model is None and args.no_baselines:
+    if args.model is None and args.no_baselines and not args.sam:
         raise UserError("nothing to evaluate: give --model, or drop --no-baselines")
     if args.model is None and args.prompt:
         raise UserError("--prompt needs --model: the weight-free baselines do not read a prompt")
@@ -204,12 +207,14 @@ def run(args) -> int:
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     segmenter = _load_segmenter(args) if args.model else None
+    refiner = sam_rows.load_refiner(args)
     modes = (list(MODEL_MODES) if segmenter is not None else []) + ([] if args.no_baselines else list(baselines.BASELINES))
+    modes += sam_rows.modes(args, cases[0].kind == "volume", segmenter is not None)
 
     records = []
     for case in tqdm(cases, desc="zsdseg eval", unit="case", file=sys.stderr):
         try:
-            records.append(evaluate_case(case, segmenter, args, params, out_dir))
+            records.append(evaluate_case(case, segmenter, args, params, out_dir, refiner))
         except Exception as error:  # noqa: BLE001 -- one bad case must not end a 100-case run
             message = f"{type(error).__name__}: {error}"
             tqdm.write(f"zsdseg eval: {case.name} failed: {message}", file=sys.stderr)
@@ -230,6 +235,7 @@ def run(args) -> int:
         "params": params.to_dict(),
         "modes": modes,
         "provenance": segmenter.provenance() if segmenter is not None else None,
+        "sam": sam_rows.provenance(refiner),
     }
     report.write_results_json(out_dir / "results.json", meta, summary, records)
     report.write_report_md(out_dir / "report.md", meta, summary, records)

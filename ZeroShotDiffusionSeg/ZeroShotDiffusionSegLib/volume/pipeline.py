@@ -21,7 +21,7 @@ from .. import __version__
 from ..errors import UserError
 from ..engine.prompt_length import segmenter_prompt_note
 from ..progress import ProgressCallback, ProgressTracker, check_cancel
-from . import consolidation, geometry, intensity, io, outputs
+from . import consolidation, geometry, intensity, io, outputs, sam_refinement
 from .batching import BatchRunner, choose_batch_size
 from .request import VolumeRequest, VolumeResult
 from .slicing import SlicePlan, choose_slice_axis
@@ -144,7 +144,7 @@ def check_request(input_path, out_dir, request: VolumeRequest, image: Optional[s
 
     ``image``: the volume already read (the server reads an upload with its own checks); else it is read here.
     """
-    resolve_mode(request)
+    sam_refinement.check(request, resolve_mode(request))
     with outputs.StagedOutputFolder(out_dir):
         pass  # created and discarded: proves the output folder can be written
     image = io.read_volume(input_path) if image is None else image
@@ -254,6 +254,7 @@ def _provenance(input_path, prepared: _Prepared, segmenter, request, mode, runne
         },
         "seeds_ijk": [list(voxel) for voxel in prepared.seeds],
         "consolidation": {"rule": consolidation.RULES.get(mode), "connectivity": "face (6-connected)", **summary},
+        **sam_refinement.provenance_entry(request),
         "outputs": dict(outputs.OUTPUT_NAMES),
         "versions": outputs.package_versions(),
         "messages": messages,
@@ -280,6 +281,7 @@ def run_volume(
 ) -> VolumeResult:
     """Segment a 3-D volume slice by slice and write labels.nrrd, score.nrrd, lesions.csv, provenance.json."""
     mode = resolve_mode(request)
+    sam_refinement.check(request, mode)
     watch = _Stopwatch()
     check_cancel(cancel)
     with outputs.StagedOutputFolder(out_dir) as staged:
@@ -301,6 +303,10 @@ def run_volume(
         runner = BatchRunner(segmenter, batch_size, request.params, cancel, on_batch)
         with watch.stage("segment"):
             selected, score, partition, volume_max = _segment(mode, runner, prepared, request)
+        if request.boundary == "sam":
+            with watch.stage("boundary"):
+                selected = sam_refinement.refine_volume(prepared, selected, score, request, cancel, lambda done, total: tracker.update(
+                    count, f"boundary: {done}/{total} slices", stage="boundary"))
         check_cancel(cancel)
         with watch.stage("consolidate"):
             labels, dropped = consolidation.number_lesions(selected, float(np.prod(image.GetSpacing())), request.min_volume_mm3)

@@ -42,6 +42,8 @@ class VolumeRequest:
     batch_size: Optional[int] = bounded(None, 1, 256, flag="--batch-size", title="batch size")  # None: chosen from free memory
     min_volume_mm3: float = bounded(0.0, 0.0, flag="--min-volume", unit="mm3", title="minimum lesion volume")
     binary: bool = bounded(False, flag="--binary")
+    boundary: str = "none"  # "sam": LiteMedSAM redraws each slice's selection (volume/sam_refinement.py)
+    boundary_points: bool = bounded(False, flag="--boundary-points")  # with "sam": points at the regions' highest scores too
     params: SegmentationParams = field(default_factory=SegmentationParams)
 
     def __post_init__(self):
@@ -49,6 +51,7 @@ class VolumeRequest:
         self._check_structure()
 
     def _check_structure(self) -> None:
+        from .sam_refinement import BOUNDARIES
         from .slicing import AXIS_CHOICES
 
         if self.prompt is not None:
@@ -58,6 +61,7 @@ class VolumeRequest:
                 raise UserError(f"prompt (--prompt) has {len(self.prompt)} characters; at most {MAX_PROMPT_CHARS} are accepted")
         self.mode = _choice(self.mode, MODES, "mode (--mode)")
         self.axis = _choice(self.axis, AXIS_CHOICES, "axis (--axis)")
+        self.boundary = _choice(self.boundary, BOUNDARIES, "boundary (--boundary)")
         self.coordinate_space = _choice(self.coordinate_space, ("RAS", "LPS"), "coordinate_space", upper=True)
         if not isinstance(self.seeds, (list, tuple)):
             raise UserError(f"seeds must be a list of X,Y,Z points, got {type(self.seeds).__name__}")
