@@ -55,6 +55,7 @@ def segmenter_factory(args):
 
 
 def add_arguments(parser) -> None:
+    from .dicom.export import add_dicom_seg_arguments
     from .server.remote_command import add_remote_arguments
     from .volume.cli import add_volume_arguments
 
@@ -68,6 +69,7 @@ def add_arguments(parser) -> None:
     image.add_argument("--labels", type=Path, help="label map PNG of all regions (pixel value = region id)")
     add_engine_arguments(parser)
     add_volume_arguments(parser)
+    add_dicom_seg_arguments(parser)
     add_remote_arguments(parser)
 
 

@@ -129,6 +129,7 @@ def request_from_args(args) -> VolumeRequest:
         batch_size=args.batch_size,
         min_volume_mm3=float(args.min_volume or 0.0),
         binary=bool(args.binary),
+        series_uid=getattr(args, "series_uid", None),
         params=params_from_args(args),
     )
 
@@ -209,11 +210,13 @@ def print_summary(result, kind: str) -> None:
 
 def run_volume_command(args, segmenter_factory: Callable[[], object]) -> int:
     """Check everything, load the model, run the pipeline with progress and signal handling; exit code 0."""
+    from ..dicom.export import check_dicom_args, write_dicom_args
     from .pipeline import check_request, run_volume
 
     refuse_image_options(args)
     request = request_from_args(args)
     check_request(args.input, args.out_dir, request)
+    check_dicom_args(args, request)
     kind = args.progress or ("bar" if sys.stderr.isatty() else "none")
     callback, close = progress_printer(kind)
     cancel = threading.Event()
@@ -223,6 +226,7 @@ def run_volume_command(args, segmenter_factory: Callable[[], object]) -> int:
                 callback(ProgressEvent("loading model", 0.0, None, getattr(args, "model", "")))
             segmenter = segmenter_factory()
             result = run_volume(args.input, args.out_dir, segmenter, request, progress=callback, cancel=cancel)
+            write_dicom_args(args, result, request)
     finally:
         close()
     print_summary(result, kind)

@@ -45,16 +45,11 @@ def _itk_reason(error: Exception) -> str:
     return reason
 
 
-def _read_dicom_folder(folder: Path) -> sitk.Image:
+def _read_dicom_folder(folder: Path, series_uid=None) -> sitk.Image:
+    from ..dicom.series import choose_series
+
     reader = sitk.ImageSeriesReader()
-    series_ids = reader.GetGDCMSeriesIDs(str(folder))
-    if not series_ids:
-        raise UserError(f"{folder} is a folder without a DICOM series; give a volume file or a folder of one DICOM series")
-    if len(series_ids) > 1:
-        raise UserError(
-            f"{folder} holds {len(series_ids)} DICOM series ({', '.join(series_ids)}); give a folder with exactly one series"
-        )
-    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder), series_ids[0]))
+    reader.SetFileNames(choose_series(folder, series_uid))
     return reader.Execute()
 
 
@@ -118,13 +113,14 @@ def _nifti_file_bytes(header: bytes):
     return max(offset, 348) + voxels * bitpix // 8
 
 
-def read_volume(path: PathLike) -> sitk.Image:
-    """Read a 3-D scalar volume (NRRD, NIfTI, MHA/MHD, or a folder with one DICOM series) and validate it."""
+def read_volume(path: PathLike, series_uid=None) -> sitk.Image:
+    """Read a 3-D scalar volume (NRRD, NIfTI, MHA/MHD, or a DICOM series folder) and validate it.
+    ``series_uid`` picks one series of a folder that holds several."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"input not found: {path}")
     try:
-        image = _read_dicom_folder(path) if path.is_dir() else _read_file(path)
+        image = _read_dicom_folder(path, series_uid) if path.is_dir() else _read_file(path)
     except RuntimeError as error:
         reason = _itk_reason(error)
         if "spacing" in reason.lower():

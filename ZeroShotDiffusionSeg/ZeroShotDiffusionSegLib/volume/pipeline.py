@@ -146,7 +146,7 @@ def check_request(input_path, out_dir, request: VolumeRequest) -> None:
     resolve_mode(request)
     with outputs.StagedOutputFolder(out_dir):
         pass  # created and discarded: proves the output folder can be written
-    image = io.read_volume(input_path)
+    image = io.read_volume(input_path, request.series_uid)
     box = roi_box(image, request)
     choose_slice_axis(image.GetDirection(), request.axis)
     if request.seeds:
@@ -187,7 +187,7 @@ class _Prepared:
 
 def _prepare(input_path, request: VolumeRequest, mode: str, watch: _Stopwatch, cancel) -> _Prepared:
     with watch.stage("read"):
-        image = io.read_volume(input_path)
+        image = io.read_volume(input_path, request.series_uid)
         raw = io.volume_array(image)
         checksum = io.input_sha256(input_path)
     check_cancel(cancel)

@@ -25,6 +25,7 @@ class VolumeRequest:
     batch_size: Optional[int] = None  # None: chosen from free memory
     min_volume_mm3: float = 0.0
     binary: bool = False
+    series_uid: Optional[str] = None  # the DICOM series to read from a folder holding several
     params: SegmentationParams = field(default_factory=SegmentationParams)
 
     def to_dict(self) -> dict:
