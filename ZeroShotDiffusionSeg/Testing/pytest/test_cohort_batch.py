@@ -18,6 +18,18 @@ CASES = [f"case{n}" for n in range(5)]
 OUTPUTS = ("labels.nrrd", "score.nrrd", "lesions.csv")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """As in a Ray actor with one CPU: float sums in torch depend on the thread count, so byte-for-byte
+    comparisons between the embedded and the Ray runs need the same count."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory):
     """Five small volumes (different sizes and sphere places) and one unreadable file, with a manifest."""
