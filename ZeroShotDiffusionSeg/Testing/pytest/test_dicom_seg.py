@@ -101,3 +101,29 @@ def test_dicom_seg_needs_a_dicom_folder_and_refuses_before_loading(ct_series, tm
     assert main(["segment", str(path), "--prompt", "x", "--out-dir", str(tmp_path / "o"), "--dicom-seg",
                  "--model", "no/such-model"]) == 2
     assert "needs a DICOM series folder" in capsys.readouterr().err
+
+
+def test_batch_writes_seg_per_dicom_case_and_redoes_a_case_missing_it(ct_series, tmp_path):
+    import csv
+    import shutil
+
+    folder, uids, image = ct_series
+    cohort = tmp_path / "cohort"
+    shutil.copytree(folder, cohort / "ct1")
+    sitk.WriteImage(image, str(cohort / "plain.nrrd"))
+    out = tmp_path / "out"
+
+    def statuses():
+        assert main(["batch", str(cohort), "--out-dir", str(out), "--prompt", "lung tumor", "--dicom-seg",
+                     "--model", "random:tiny", "--device", "cpu", "--progress", "none"]) == 1
+        with open(out / "batch.csv", newline="") as handle:
+            return {row["case_id"]: (row["status"], row["error"]) for row in csv.DictReader(handle)}
+
+    assert statuses() == {"ct1": ("done", ""), "plain": ("failed", f"--dicom-seg needs a DICOM series folder as input; "
+                                                                  f"{cohort / 'plain.nrrd'} is a file")}
+    labels = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "ct1" / "labels.nrrd")))
+    seg = hd.seg.segread(str(out / "ct1" / "seg.dcm"))
+    np.testing.assert_array_equal(seg.get_pixels_by_source_instance(uids, combine_segments=True), labels)
+    assert statuses()["ct1"] == ("skipped", "")
+    (out / "ct1" / "seg.dcm").unlink()  # interrupted between the volume outputs and the DICOM SEG
+    assert statuses()["ct1"] == ("done", "") and (out / "ct1" / "seg.dcm").is_file()
