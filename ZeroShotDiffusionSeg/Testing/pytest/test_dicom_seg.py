@@ -76,7 +76,7 @@ def test_several_series_are_listed_and_one_is_picked(ct_series, tmp_path, capsys
     _, _, image = ct_series
     folder = tmp_path / "two"
     write_ct_series(image, folder, description="arterial phase")
-    second = write_ct_series(image, folder, description="venous phase")
+    write_ct_series(image, folder, description="venous phase")
     out = tmp_path / "out"
     assert run_segment(folder, "--prompt", "liver tumor", "--out-dir", out, "--dicom-seg") == 2
     error = capsys.readouterr().err
@@ -91,7 +91,6 @@ def test_several_series_are_listed_and_one_is_picked(ct_series, tmp_path, capsys
     assert json.loads((out / "provenance.json").read_text())["request"]["series_uid"] == series_uid
     assert run_segment(folder, "--prompt", "x", "--out-dir", tmp_path / "o2", "--series-uid", "1.2.3") == 2
     assert "has no DICOM series 1.2.3" in capsys.readouterr().err
-    del second
 
 
 def test_dicom_seg_needs_a_dicom_folder_and_refuses_before_loading(ct_series, tmp_path, capsys):
