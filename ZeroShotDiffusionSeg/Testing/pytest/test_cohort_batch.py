@@ -116,6 +116,8 @@ def test_an_interrupted_batch_resumes_and_changed_parameters_rerun(cohort, embed
     (resumed / "case2" / "provenance.json").unlink()  # killed before the last file landed
     (resumed / ".zsdseg-partial-99999-deadbeef").mkdir()  # a kill -9 leaves its staging folder
     (resumed / "case3" / ".zsdseg-partial-99999-cafe").mkdir()
+    (resumed / "case3" / ".seg.dcm.99999.partial").write_bytes(b"half a file")
+    (resumed / ".batch.csv.99999.partial").write_text("case_id\n")
     provenance = json.loads((resumed / "case4" / "provenance.json").read_text())
     provenance["request"]["min_volume_mm3"] = 5.0  # made with other parameters
     (resumed / "case4" / "provenance.json").write_text(json.dumps(provenance))
@@ -124,6 +126,7 @@ def test_an_interrupted_batch_resumes_and_changed_parameters_rerun(cohort, embed
     assert {c: rows[c]["status"] for c in CASES} == {"case0": "skipped", "case1": "skipped", "case2": "done",
                                                     "case3": "skipped", "case4": "done"}
     assert not list(resumed.glob(".zsdseg-partial-*")) and not list(resumed.glob("*/.zsdseg-partial-*"))
+    assert not list(resumed.glob(".*.partial")) and not list(resumed.glob("*/.*.partial"))
     for case_id in ("case2", "case4"):
         assert (resumed / case_id / "labels.nrrd").read_bytes() == (out / case_id / "labels.nrrd").read_bytes()
 

@@ -72,6 +72,8 @@ def prepare_out_dir(out_root: Path) -> None:
     lock = _lock(out_root)
     for staging in [*out_root.glob(STAGING_PREFIX + "*"), *out_root.glob("*/" + STAGING_PREFIX + "*")]:
         shutil.rmtree(staging, ignore_errors=True)
+    for partial in [*out_root.glob(".*.partial"), *out_root.glob("*/.*.partial")]:  # batch.csv, seg.dcm in writing
+        partial.unlink(missing_ok=True)
     return lock
 
 
