@@ -183,7 +183,8 @@ def run(args) -> int:
         if pending and args.ray:
             from .ray_pool import run_on_ray
 
-            run_on_ray(pending, out_root, options, args, finished)
+            on_stage = (lambda case_id, event: progress.stage(case_id)(event)) if progress.bar is not None else None
+            run_on_ray(pending, out_root, options, args, finished, on_stage)
         elif pending:
             run_embedded(pending, out_root, options, segmenter_factory(args), progress, finished)
     except (Cancelled, KeyboardInterrupt):

@@ -9,7 +9,7 @@ file system every node mounts at the same path, and zsdseg must be installed on 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, List
+from typing import Callable, List, Optional
 
 from ..errors import Cancelled, UserError
 from .cases import CaseOptions, run_case
@@ -37,8 +37,11 @@ class CaseWorker:
     def ready(self) -> str:
         return str(self.segmenter.provenance().get("device", ""))
 
-    def run(self, case: Case, out_root: str, options: CaseOptions) -> dict:
-        return run_case(self.segmenter, case, Path(out_root), options)
+    def run(self, case: Case, out_root: str, options: CaseOptions, stages=None) -> dict:
+        """``stages``: a ray.util.queue.Queue that receives (case id, ProgressEvent) for the driver's bar."""
+        def report(event) -> None:
+            stages.put_nowait((case.case_id, event))
+        return run_case(self.segmenter, case, Path(out_root), options, progress=report if stages is not None else None)
 
 
 def connect(ray, address: str) -> bool:
@@ -74,15 +77,18 @@ def _cause(error) -> str:
     return lines[-1].strip() if lines else type(error).__name__
 
 
-def run_on_ray(pending: List[Case], out_root: Path, options: CaseOptions, args, finished: Callable[[dict], None]) -> None:
+def run_on_ray(pending: List[Case], out_root: Path, options: CaseOptions, args, finished: Callable[[dict], None],
+               on_stage: Optional[Callable[[str, object], None]] = None) -> None:
+    """Run the cases on an ActorPool; ``finished`` gets each record, ``on_stage`` (if given) the running cases' stages."""
     ray = import_ray()
     from ray.util import ActorPool
+    from ray.util.queue import Queue
 
     started = connect(ray, args.ray)
     gpus = float(args.gpus_per_worker or 0.0)
     device = args.device if gpus > 0 or args.device != "auto" else "cpu"
     resources = {"num_gpus": gpus, "num_cpus": 1} if gpus > 0 else {"num_cpus": 1}
-    actors = []
+    actors, stages = [], None
     try:
         size = pool_size(ray, args.workers, gpus, len(pending))
         worker = ray.remote(CaseWorker).options(**resources)
@@ -91,13 +97,25 @@ def run_on_ray(pending: List[Case], out_root: Path, options: CaseOptions, args, 
             ray.get([actor.ready.remote() for actor in actors])
         except ray.exceptions.RayError as error:
             raise UserError(f"the Ray workers could not load the model: {_cause(error)}") from None
+        stages = Queue() if on_stage is not None else None
         pool = ActorPool(actors)
-        for record in pool.map_unordered(lambda actor, case: actor.run.remote(case, str(out_root), options), pending):
-            finished(record)
+        for case in pending:
+            pool.submit(lambda actor, case: actor.run.remote(case, str(out_root), options, stages), case)
+        while pool.has_next():
+            try:
+                record = pool.get_next_unordered(timeout=0.5)
+            except TimeoutError:
+                record = None
+            while stages is not None and not stages.empty():  # stages first: a case's last stage precedes its end
+                on_stage(*stages.get_nowait())
+            if record is not None:
+                finished(record)
     except KeyboardInterrupt:
         raise Cancelled("cancelled") from None
     finally:
         for actor in actors:
             ray.kill(actor)
+        if stages is not None:
+            stages.shutdown(force=True)
         if started:
             ray.shutdown()
