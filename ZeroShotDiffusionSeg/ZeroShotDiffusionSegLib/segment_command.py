@@ -92,6 +92,9 @@ def run(args) -> int:
     from .volume.cli import is_volume_path, run_volume_command
 
     if getattr(args, "server", None):
+        from .dicom.export import refuse_remote_dicom
+
+        refuse_remote_dicom(args)
         return run_remote_segment(args)
     if is_volume_path(args.input):
         return run_volume_command(args, segmenter_factory(args))

@@ -126,3 +126,11 @@ def test_batch_writes_seg_per_dicom_case_and_redoes_a_case_missing_it(ct_series,
     assert statuses()["ct1"] == ("skipped", "")
     (out / "ct1" / "seg.dcm").unlink()  # interrupted between the volume outputs and the DICOM SEG
     assert statuses()["ct1"] == ("done", "") and (out / "ct1" / "seg.dcm").is_file()
+
+
+def test_dicom_options_are_refused_with_a_server(ct_series, tmp_path, capsys):
+    folder, _, _ = ct_series
+    assert main(["segment", str(folder), "--prompt", "x", "--out-dir", str(tmp_path / "o"), "--dicom-seg",
+                 "--series-uid", "1.2.3", "--server", "http://127.0.0.1:9"]) == 2
+    error = capsys.readouterr().err
+    assert "--dicom-seg, --series-uid work with a local run only, not with --server" in error and error.count("\n") == 1

@@ -68,6 +68,15 @@ def write_dicom_outputs(input_path, result, request, dicom_seg: bool, dicom_seg_
     return written
 
 
+def refuse_remote_dicom(args) -> None:
+    """The server returns the four volume outputs only: DICOM options are for a local run."""
+    given = [flag for flag, name in (("--dicom-seg", "dicom_seg"), ("--dicom-seg-score", "dicom_seg_score"),
+                                     ("--series-uid", "series_uid")) if getattr(args, name, None)]
+    if given:
+        raise UserError(f"{', '.join(given)} {'works' if len(given) == 1 else 'work'} with a local run only, "
+                        "not with --server (the server returns the volume outputs only)")
+
+
 def check_dicom_args(args, request) -> None:
     check_dicom_export(args.input, request, getattr(args, "dicom_seg", False), getattr(args, "dicom_seg_score", False))
 
