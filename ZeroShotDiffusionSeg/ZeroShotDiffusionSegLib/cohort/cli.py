@@ -30,8 +30,8 @@ LOCK_NAME = ".zsdseg-batch.lock"
 
 def add_arguments(parser) -> None:
     from ..dicom.export import add_dicom_seg_arguments
-    from ..segment_command import MODES, add_engine_arguments
-    from ..volume.cli import add_volume_arguments
+    from ..segment_options import add_engine_arguments, add_volume_arguments
+    from ..volume.request import MODES
 
     parser.add_argument("manifest", type=Path,
                         help="CSV with a 'path' column (optional: " + ", ".join(c for c in CASE_COLUMNS if c != "path")

@@ -66,7 +66,7 @@ def _supports_normal_prompt() -> bool:
 
 def _row_namespace(args: argparse.Namespace, row: Dict[str, str]) -> argparse.Namespace:
     """The command line's options with this row's values in their place, parsed by segment's own parsers."""
-    from ..volume.cli import parse_point, parse_roi
+    from ..segment_options import parse_point, parse_roi
 
     ns = copy.copy(args)
     if row.get("prompt"):
@@ -87,7 +87,7 @@ def _row_namespace(args: argparse.Namespace, row: Dict[str, str]) -> argparse.Na
 
 
 def case_from_row(args: argparse.Namespace, row: Dict[str, str], base: Path) -> Case:
-    from ..volume.cli import request_from_args
+    from ..segment_request import volume_request_from_args
     from ..volume.pipeline import resolve_mode
 
     path = Path(row["path"]).expanduser()
@@ -95,7 +95,7 @@ def case_from_row(args: argparse.Namespace, row: Dict[str, str], base: Path) -> 
     case_id = row.get("case_id") or default_case_id(path)
     case = Case(case_id, str(path))
     try:
-        request = request_from_args(_row_namespace(args, row))
+        request = volume_request_from_args(_row_namespace(args, row))
         if row.get("series_uid"):
             request = dataclasses.replace(request, series_uid=row["series_uid"])
         if row.get("normal_prompt"):
