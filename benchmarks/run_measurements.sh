@@ -39,3 +39,6 @@ fi
 if python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
   zsdseg bench --model random:sd15 --size 512 --slices 300 --batch-size 16 --device cuda --dtype fp16 --out "$OUT/bench-sd15-cuda-fp16.json"
 fi
+
+# 4. Cohorts: batch throughput embedded vs Ray (1 and 2 actors) with random:tiny, and writing a 512x512x100 DICOM SEG.
+python benchmarks/cohort_batch.py > "$OUT/cohort-batch.json"

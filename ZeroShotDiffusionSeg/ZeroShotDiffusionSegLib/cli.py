@@ -12,6 +12,7 @@ from .errors import Cancelled, UserError
 
 SUBCOMMANDS = {
     "segment": ("ZeroShotDiffusionSegLib.segment_command", "Segment a 2-D image or a 3-D volume."),
+    "batch": ("ZeroShotDiffusionSegLib.cohort.cli", "Segment a cohort of volumes (CSV manifest or folder), resumable, optionally on Ray."),
     "worker": ("ZeroShotDiffusionSegLib.worker", "Serve requests on stdin/stdout with a warm model (used by Slicer)."),
     "serve": ("ZeroShotDiffusionSegLib.server.cli", "Serve the engine over HTTP for remote clients."),
     "eval": ("ZeroShotDiffusionSegLib.evaluation.cli", "Evaluate accuracy on images or volumes with ground truth."),

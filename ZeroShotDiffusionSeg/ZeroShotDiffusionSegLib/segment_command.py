@@ -43,8 +43,10 @@ def run(args, load_segmenter=None) -> int:
     refuse_image_options(args)
     request = volume_request_from_args(args)
     if getattr(args, "server", None):
+        from .dicom.export import refuse_remote_dicom
         from .server.remote_command import run_remote_segment
 
+        refuse_remote_dicom(args)
         return run_remote_segment(args, request)
     from .volume.cli import run_volume_command
 

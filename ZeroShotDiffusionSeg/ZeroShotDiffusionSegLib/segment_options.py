@@ -112,6 +112,8 @@ def add_remote_arguments(parser) -> None:
 
 def add_arguments(parser) -> None:
     """Every option of ``zsdseg segment``, group by group."""
+    from .dicom.export import add_dicom_seg_arguments
+
     add_input_arguments(parser)
     add_image_arguments(parser)
     from .boundary_command import add_boundary_arguments
@@ -119,4 +121,5 @@ def add_arguments(parser) -> None:
     add_engine_arguments(parser)
     add_boundary_arguments(parser)
     add_volume_arguments(parser)
+    add_dicom_seg_arguments(parser)
     add_remote_arguments(parser)

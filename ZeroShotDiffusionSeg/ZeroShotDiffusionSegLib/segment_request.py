@@ -57,6 +57,7 @@ def volume_request_from_args(args) -> VolumeRequest:
         binary=bool(args.binary),
         boundary=getattr(args, "boundary", "none"),
         boundary_points=bool(getattr(args, "boundary_points", False)),
+        series_uid=getattr(args, "series_uid", None),
         params=params_from_args(args),
     )
 

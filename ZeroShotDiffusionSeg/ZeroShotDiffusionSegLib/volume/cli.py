@@ -123,11 +123,13 @@ def print_summary(result, kind: str) -> None:
 
 def run_volume_command(args, request: VolumeRequest, segmenter_factory: Callable[[], object]) -> int:
     """Check the input against the request, load the model, run the pipeline with progress and signal handling."""
+    from ..dicom.export import check_dicom_args, write_dicom_args
     from .pipeline import check_request, run_volume
 
     kind = args.progress or ("bar" if sys.stderr.isatty() else "none")
     with json_outcome(kind):
         check_request(args.input, args.out_dir, request)
+        check_dicom_args(args, request)
         callback, close = progress_printer(kind)
         cancel = threading.Event()
         try:
@@ -136,6 +138,7 @@ def run_volume_command(args, request: VolumeRequest, segmenter_factory: Callable
                     callback(ProgressEvent("loading model", 0.0, None, getattr(args, "model", "")))
                 segmenter = segmenter_factory()
                 result = run_volume(args.input, args.out_dir, segmenter, request, progress=callback, cancel=cancel)
+                write_dicom_args(args, result, request)
         finally:
             close()
     print_summary(result, kind)

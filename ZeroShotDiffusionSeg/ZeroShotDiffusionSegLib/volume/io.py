@@ -45,16 +45,11 @@ def _itk_reason(error: Exception) -> str:
     return reason
 
 
-def _read_dicom_folder(folder: Path) -> sitk.Image:
+def _read_dicom_folder(folder: Path, series_uid: Optional[str] = None) -> sitk.Image:
+    from ..dicom.series import choose_series
+
     reader = sitk.ImageSeriesReader()
-    series_ids = reader.GetGDCMSeriesIDs(str(folder))
-    if not series_ids:
-        raise UserError(f"{folder} is a folder without a DICOM series; give a volume file or a folder of one DICOM series")
-    if len(series_ids) > 1:
-        raise UserError(
-            f"{folder} holds {len(series_ids)} DICOM series ({', '.join(series_ids)}); give a folder with exactly one series"
-        )
-    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder), series_ids[0]))
+    reader.SetFileNames(choose_series(folder, series_uid))
     return reader.Execute()
 
 
@@ -124,18 +119,20 @@ def _nifti_file_bytes(header: bytes):
     return max(offset, 348) + voxels * bitpix // 8
 
 
-def read_volume(path: PathLike, image_io: Optional[str] = None, name: Optional[str] = None) -> sitk.Image:
+def read_volume(path: PathLike, image_io: Optional[str] = None, name: Optional[str] = None,
+                series_uid: Optional[str] = None) -> sitk.Image:
     """Read a 3-D scalar volume (NRRD, NIfTI, MHA/MHD, or a folder with one DICOM series) and validate it.
 
     ``image_io``: the one ITK reader to use (e.g. "NrrdImageIO"); default: ITK picks by name and content.
     ``name``: how messages call the volume (default: its path). A reader failure is an ``UnreadableImage``.
+    ``series_uid``: the series to read from a DICOM folder holding several.
     """
     path = Path(path)
     name = name or str(path)
     if not path.exists():
         raise UserError(f"input not found: {path}")
     try:
-        image = _read_dicom_folder(path) if path.is_dir() else _read_file(path, image_io, name)
+        image = _read_dicom_folder(path, series_uid) if path.is_dir() else _read_file(path, image_io, name)
     except RuntimeError as error:
         reason = _itk_reason(error)
         if "spacing" in reason.lower():

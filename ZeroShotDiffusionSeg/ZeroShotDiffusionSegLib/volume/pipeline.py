@@ -147,7 +147,7 @@ def check_request(input_path, out_dir, request: VolumeRequest, image: Optional[s
     sam_refinement.check(request, resolve_mode(request))
     with outputs.StagedOutputFolder(out_dir):
         pass  # created and discarded: proves the output folder can be written
-    image = io.read_volume(input_path) if image is None else image
+    image = io.read_volume(input_path, series_uid=request.series_uid) if image is None else image
     box = roi_box(image, request)
     plan = SlicePlan(choose_slice_axis(image.GetDirection(), request.axis), box)
     rows, columns = (box.upper[a] - box.lower[a] + 1 for a in plan.in_plane_axes)
@@ -200,7 +200,7 @@ class _Prepared:
 
 def _prepare(input_path, request: VolumeRequest, mode: str, watch: _Stopwatch, cancel) -> _Prepared:
     with watch.stage("read"):
-        image = io.read_volume(input_path)
+        image = io.read_volume(input_path, series_uid=request.series_uid)
         raw = io.volume_array(image)
         checksum = io.input_sha256(input_path)
     check_cancel(cancel)

@@ -3,6 +3,8 @@ volume pipeline and its callers (CLI, Slicer worker, HTTP server)."""
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -44,6 +46,7 @@ class VolumeRequest:
     binary: bool = bounded(False, flag="--binary")
     boundary: str = "none"  # "sam": LiteMedSAM redraws each slice's selection (volume/sam_refinement.py)
     boundary_points: bool = bounded(False, flag="--boundary-points")  # with "sam": points at the regions' highest scores too
+    series_uid: Optional[str] = None  # the DICOM series to read from a folder holding several (--series-uid)
     params: SegmentationParams = field(default_factory=SegmentationParams)
 
     def __post_init__(self):
@@ -74,6 +77,9 @@ class VolumeRequest:
             self.roi_voxels = _corners(self.roi_voxels, int, "roi_voxels (--roi ... --roi-space voxel)", VOXEL_BOUNDS)
         if self.roi_physical is not None and self.roi_voxels is not None:
             raise UserError("give either a voxel ROI or a physical ROI, not both")
+        if self.series_uid is not None and not (isinstance(self.series_uid, str)
+                                                and re.fullmatch(r"[0-9]+(\.[0-9]+)*", self.series_uid) and len(self.series_uid) <= 64):
+            raise UserError(f"series UID (--series-uid) must be a DICOM UID (digits and dots, at most 64), got {self.series_uid!r}")
         if isinstance(self.window, str) and not self.window.strip():
             self.window = None  # an empty field means the automatic choice
         if self.window is not None:
