@@ -24,6 +24,7 @@ class SegmentationParams:
     timestep: int = 300
     noise_seed: Optional[int] = None  # None: clean latent, as the official DiffSeg code
     selection_threshold: float = 0.5  # prompt mode: keep segments whose normalised score >= this
+    anomaly_temperature: float = 1.0  # softmax temperature of the prompt against its normal counterpart (engine/anomaly.py)
 
     def __post_init__(self):
         if not self.kl_threshold > 0:
@@ -34,6 +35,8 @@ class SegmentationParams:
             raise UserError(f"timestep must be in 0..999, got {self.timestep}")
         if not 0.0 <= self.selection_threshold <= 1.0:
             raise UserError(f"selection threshold must be in [0, 1], got {self.selection_threshold}")
+        if not 0 < self.anomaly_temperature < float("inf"):
+            raise UserError(f"anomaly temperature must be a positive number, got {self.anomaly_temperature}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -45,8 +48,9 @@ class ImageResult:
 
     labels:     (H, W) int64 partition 0..K-1 (unsupervised regions).
     prompt_map: (H, W) float32 raw per-pixel attention to the prompt's content tokens (prompt given).
-    score_map:  (H, W) float32 per-pixel score of the pixel's segment = mean prompt_map over the
-                segment; an absolute scale, so a volume can normalise it over all its slices.
+    score_map:  (H, W) float32 per-pixel score of the pixel's segment = mean prompt_map (or mean
+                anomaly_map with a normal prompt) over the segment; an absolute scale, so a volume can normalise it over all its slices.
+    anomaly_map:(H, W) float32 per-pixel anomaly score against the normal prompt (when one is given).
     soft:       (H, W) float32 in [0, 1]: score_map / max(score_map) (prompt mode) or the
                 selected segments as 1.0 (seed mode).
     mask:       (H, W) bool: soft >= selection_threshold (prompt mode) or the seeds' segments.
@@ -55,6 +59,7 @@ class ImageResult:
     labels: np.ndarray
     prompt_map: Optional[np.ndarray] = None
     score_map: Optional[np.ndarray] = None
+    anomaly_map: Optional[np.ndarray] = None
     soft: Optional[np.ndarray] = None
     mask: Optional[np.ndarray] = None
     timings: Dict[str, float] = field(default_factory=dict)

@@ -94,7 +94,7 @@ def run_benchmark(segmenter, size: int, slices: int, batch_size: int, prompt: st
         unit_slices = [np.clip((plane.astype(np.float32) + 1000.0) / 1400.0, 0.0, 1.0) for plane in volume]
         for _ in range(warmup):  # first-call costs (allocator, prompt encoding, lazy imports) are not per-slice costs
             segmenter.segment_batch(unit_slices[:batch_size], prompt=prompt)
-            segmenter.time_bare_passes(unit_slices[:batch_size], prompt=prompt)
+            segmenter.time_bare_passes(unit_slices[:batch_size])
         torch = _cuda(segmenter)
         if torch is not None:
             torch.cuda.synchronize()
@@ -109,7 +109,7 @@ def run_benchmark(segmenter, size: int, slices: int, batch_size: int, prompt: st
 
         bare = {"vae": 0.0, "unet": 0.0}
         for start in range(0, slices, runtime["batch_size_final"]):
-            passes = segmenter.time_bare_passes(unit_slices[start:start + runtime["batch_size_final"]], prompt=prompt)
+            passes = segmenter.time_bare_passes(unit_slices[start:start + runtime["batch_size_final"]])
             bare = {stage: bare[stage] + float(passes[stage]) for stage in bare}
 
     pipeline = result.timings
