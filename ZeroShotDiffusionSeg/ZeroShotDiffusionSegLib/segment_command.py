@@ -35,6 +35,10 @@ def add_engine_arguments(parser) -> None:
     group.add_argument("--timestep", type=int, default=300, help="diffusion timestep of the single UNet pass (default 300)")
     group.add_argument("--noise-seed", type=int, default=None, help="add seeded noise at the timestep (default: clean latent, as DiffSeg)")
     group.add_argument("--selection-threshold", type=float, default=0.5, help="prompt mode: keep regions scoring at least this fraction of the best (default 0.5)")
+    group.add_argument("--normal-prompt", metavar="TEXT", help="healthy counterpart the prompt is contrasted with (default: from the "
+                       "prompt's preset or organ word, e.g. 'healthy liver'; 'healthy tissue' without one); 'none': plain prompt score")
+    group.add_argument("--anomaly-temperature", type=float, default=1.0, help="softmax temperature of prompt against normal prompt "
+                       "(default 1: the abnormal prompt's share of the two maps; lower is sharper)")
 
 
 def params_from_args(args):
@@ -42,7 +46,7 @@ def params_from_args(args):
 
     return SegmentationParams(kl_threshold=args.kl_threshold, grid_points=args.grid_points, iterations=args.iterations,
                               refine=args.refine, timestep=args.timestep, noise_seed=args.noise_seed,
-                              selection_threshold=args.selection_threshold)
+                              selection_threshold=args.selection_threshold, anomaly_temperature=args.anomaly_temperature)
 
 
 def segmenter_factory(args):
@@ -110,11 +114,14 @@ def run_image(args) -> int:
     for path in (args.out, args.heatmap, args.labels):
         if path is not None and not Path(path).resolve().parent.is_dir():
             raise UserError(f"output folder does not exist: {Path(path).resolve().parent}")
+    from .prompt_words import normal_prompt_for
+
     params = params_from_args(args)
-    segmenter = segmenter_factory(args)()
     prompt = args.prompt if mode != "unsupervised" and args.prompt and args.prompt.strip() else None
+    normal_prompt = normal_prompt_for(prompt, args.normal_prompt) if prompt else None
+    segmenter = segmenter_factory(args)()
     seeds = [args.seed] if mode == "seed" else None
-    result = segmenter.segment_batch([image], prompt=prompt, seeds=seeds, params=params)[0]
+    result = segmenter.segment_batch([image], prompt=prompt, seeds=seeds, params=params, normal_prompt=normal_prompt)[0]
     regions = int(result.labels.max()) + 1
     if mode == "unsupervised":
         for path in {path for path in (args.out, args.labels) if path}:

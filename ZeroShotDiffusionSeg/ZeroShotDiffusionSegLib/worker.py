@@ -10,6 +10,7 @@ stderr, which the runner shows as the log.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 import threading
@@ -31,6 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="hub id or local diffusers folder (a local folder works offline)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     parser.add_argument("--dtype", default=None, help="float16 or float32 (default: fp16 on CUDA, else fp32)")
+    parser.add_argument("--cache-mb", type=float, default=4096.0,
+                        help="memory for the query cache (default 4096: one 300-slice 512 px volume); "
+                             "another prompt on a cached volume needs no model pass")
 
 
 def describe_device(device) -> str:
@@ -81,7 +85,11 @@ def serve(args: argparse.Namespace, load: Loader = load_engine, run_volume: Opti
             out.flush()
 
     if run_volume is None:
-        from .volume import run_volume
+        from .volume.pipeline import run_volume
+        from .volume.query_cache import QueryCache
+
+        # Re-prompting: a job on a volume the worker has seen is scored from its cached pass.
+        run_volume = functools.partial(run_volume, cache=QueryCache(getattr(args, "cache_mb", 4096.0)))
     emit(progress_line(None, ProgressEvent("loading model", 0.0, None, args.model)))
     try:
         segmenter, device = load(args.model, args.device, args.dtype)

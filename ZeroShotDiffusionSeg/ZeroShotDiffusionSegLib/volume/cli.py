@@ -66,6 +66,11 @@ def add_volume_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--min-volume", type=float, default=0.0, metavar="MM3",
                        help="drop lesions smaller than this volume in mm3 (default 0)")
     group.add_argument("--binary", action="store_true", help="labels.nrrd as 0/1 (uint8) instead of lesion numbers 1..K")
+    group.add_argument("--cache-dir", type=Path, metavar="DIR",
+                       help="keep each volume's unconditional pass here: another prompt on the same volume and settings "
+                            "loads it instead of running the model")
+    group.add_argument("--cache-mb", type=float, default=None, metavar="MB",
+                       help="bound of --cache-dir, least recently used volumes dropped first (default 4096)")
     group.add_argument("--progress", choices=PROGRESS_CHOICES,
                        help="bar (default on a terminal), json (one JSON object per line on stdout), none")
 
@@ -119,6 +124,7 @@ def request_from_args(args) -> VolumeRequest:
         roi_voxels = (tuple(int(v) for v in args.roi[:3]), tuple(int(v) for v in args.roi[3:]))
     return VolumeRequest(
         prompt=args.prompt,
+        normal_prompt=args.normal_prompt,
         mode=args.mode or "auto",
         seeds=[tuple(float(v) for v in seed) for seed in seeds],
         coordinate_space=space,
@@ -207,6 +213,17 @@ def print_summary(result, kind: str) -> None:
     print(f"outputs in {result.out_dir}: {', '.join(path.name for path in result.files.values())}")
 
 
+def query_cache_from_args(args):
+    """The on-disk query cache of --cache-dir (None without it); --cache-mb alone is refused."""
+    from .query_cache import DEFAULT_LIMIT_MB, QueryCache
+
+    if args.cache_dir is None:
+        if args.cache_mb is not None:
+            raise UserError("--cache-mb bounds --cache-dir; give --cache-dir DIR too")
+        return None
+    return QueryCache(args.cache_mb if args.cache_mb is not None else DEFAULT_LIMIT_MB, args.cache_dir)
+
+
 def run_volume_command(args, segmenter_factory: Callable[[], object]) -> int:
     """Check everything, load the model, run the pipeline with progress and signal handling; exit code 0."""
     from .pipeline import check_request, run_volume
@@ -214,6 +231,7 @@ def run_volume_command(args, segmenter_factory: Callable[[], object]) -> int:
     refuse_image_options(args)
     request = request_from_args(args)
     check_request(args.input, args.out_dir, request)
+    cache = query_cache_from_args(args)
     kind = args.progress or ("bar" if sys.stderr.isatty() else "none")
     callback, close = progress_printer(kind)
     cancel = threading.Event()
@@ -222,7 +240,7 @@ def run_volume_command(args, segmenter_factory: Callable[[], object]) -> int:
             if callback is not None:
                 callback(ProgressEvent("loading model", 0.0, None, getattr(args, "model", "")))
             segmenter = segmenter_factory()
-            result = run_volume(args.input, args.out_dir, segmenter, request, progress=callback, cancel=cancel)
+            result = run_volume(args.input, args.out_dir, segmenter, request, progress=callback, cancel=cancel, cache=cache)
     finally:
         close()
     print_summary(result, kind)

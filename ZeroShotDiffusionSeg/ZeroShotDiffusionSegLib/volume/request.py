@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from ..engine.types import SegmentationParams
+from ..prompt_words import check_normal_prompt
 
 Point3 = Tuple[float, float, float]
 
@@ -15,6 +16,7 @@ Point3 = Tuple[float, float, float]
 @dataclass
 class VolumeRequest:
     prompt: Optional[str] = None  # prompt mode when given and no seeds
+    normal_prompt: Optional[str] = None  # None: from the prompt's words (prompt_words.py); "none": plain prompt score
     mode: str = "auto"  # "prompt" | "seed" | "unsupervised" | "auto" (seed if seeds, else prompt if prompt)
     seeds: List[Point3] = field(default_factory=list)  # physical points, in `coordinate_space`
     coordinate_space: str = "RAS"  # "RAS" or "LPS", for seeds and a physical ROI
@@ -26,6 +28,10 @@ class VolumeRequest:
     min_volume_mm3: float = 0.0
     binary: bool = False
     params: SegmentationParams = field(default_factory=SegmentationParams)
+
+    def __post_init__(self):
+        if self.normal_prompt is not None:
+            check_normal_prompt(self.prompt, self.normal_prompt)
 
     def to_dict(self) -> dict:
         return asdict(self)
