@@ -88,6 +88,10 @@ class QueryCache:
             self._remember(key, states)
         return states
 
+    def held(self) -> list:
+        """The entries in memory ({slice index: SliceState} each), least recently used first."""
+        return list(self._memory.values())
+
     def put(self, fields: dict, states: Dict[int, object]) -> None:
         key = cache_key(fields)
         if _entry_bytes(states) > self.limit_bytes:
