@@ -86,3 +86,17 @@ def test_fresh_run_equals_prompts_applied_to_the_captured_states(tiny_segmenter)
     segment = contrasted.labels == contrasted.labels[0, 0]
     assert contrasted.score_map[0, 0] == pytest.approx(float(contrasted.anomaly_map[segment].mean()), rel=1e-4)
     assert states[0].queries and all(q.dtype == torch.float16 for q in states[0].queries.values())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
+def test_cuda_fp16_fresh_run_equals_prompts_applied_to_the_captured_states():
+    from ZeroShotDiffusionSegLib.engine import DiffusionSegmenter, load_backbone
+
+    segmenter = DiffusionSegmenter(load_backbone("random:tiny", device="cuda", dtype="fp16"))
+    images = [np.random.default_rng(2).random((64, 48)).astype(np.float32)]
+    states = segmenter.capture_states(images)
+    assert next(iter(states[0].queries.values())).device.type == "cuda"
+    fresh = segmenter.segment_batch(images, prompt="liver tumor", normal_prompt="healthy liver")[0]
+    again = segmenter.score_states(states, "liver tumor", "healthy liver")[0]
+    for name in ("labels", "prompt_map", "anomaly_map", "score_map", "mask"):
+        assert np.array_equal(getattr(fresh, name), getattr(again, name)), name
