@@ -77,6 +77,6 @@ def test_published_architectures_give_sixteen_self_attention_layers(name):
     assert dict(store.cross_layers) == {64: 5, 32: 5, 16: 5, 8: 1}
     assert store.self_attention()[64].shape == (1, 4096, 4096)
     query_values = sum(query.numel() for query in store.queries.values())
-    assert query_values == 4_997_120  # 10.0 MB per slice in fp16 (the README's figure)
+    assert query_values == 4_997_120  # 9.5 MiB per slice in fp16 (the README figure)
     mid = store.queries["mid_block.attentions.0.transformer_blocks.0.attn2.processor"]
     assert mid.shape == ((1, 8, 64, 160) if name == "sd15" else (1, 20, 64, 64))

@@ -10,7 +10,7 @@ attention to every token. The content tokens' columns are kept and aggregated by
 this same path, so a re-prompt from cached states is identical to a fresh run with that prompt.
 
 Why not the finest (64x64 at 512 px) layers: their queries are 57 % of the state (SD 1.5 at 512 px:
-23.1 MB per slice with them, 10.0 MB without) and, with two prompts, most of the re-prompt time.
+22.0 MiB of queries per slice with them, 9.5 MiB without) and, with two prompts, most of the re-prompt time.
 """
 
 from __future__ import annotations
