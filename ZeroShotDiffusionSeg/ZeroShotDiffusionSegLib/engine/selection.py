@@ -3,8 +3,10 @@
 Prompt rule (documented in README, tested in test_engine_selection.py):
 1. Prompt map P(x): cross-attention probability of the prompt's content tokens (no BOS/EOS/padding),
    averaged over heads and layers, each resolution upsampled bilinearly to the label map's size and
-   averaged with equal weights (DiffSeg §1.5), then averaged over the content tokens.
-2. Segment score s_k = mean of P over the segment's pixels that come from the image (not padding).
+   averaged with equal weights (DiffSeg §1.5), then averaged over the content tokens. The probabilities
+   come from the unconditional pass's queries and the prompt's keys (prompt_maps.py).
+2. Segment score s_k = mean of P -- or, with a normal prompt, of the anomaly score (anomaly.py) -- over
+   the segment's pixels that come from the image (not padding).
 3. soft(x) = s_k / max_j s_j for x in segment k, in [0, 1]; the foreground is every segment with
    soft >= selection_threshold (default 0.5): the best-matching segment always, plus any segment at
    least half as prompt-like. Thresholding the soft map re-creates the selection exactly, so a viewer
