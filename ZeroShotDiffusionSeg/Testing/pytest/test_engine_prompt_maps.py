@@ -26,10 +26,13 @@ def test_token_softmax_equals_the_stock_processor_for_the_same_queries_and_keys(
     with torch.no_grad():
         attn(hidden, encoder_hidden_states=context.expand(2, -1, -1))
         queries = attn.to_q(hidden).view(2, 36, 4, 8).transpose(1, 2)  # what the capture keeps, per head
-        ours = token_probabilities(queries, layer_keys(attn, context), attn.scale)
+        other = torch.randn(1, 77, 24)
+        ours, beside = token_probabilities(queries, [layer_keys(attn, context), layer_keys(attn, other)], attn.scale)
     stock = recorded[0].view(2, 4, 36, 77)  # the stock processor folds heads into the batch
     assert ours.shape == stock.shape
     assert (ours - stock).abs().max().item() <= 1e-5
+    # A second prompt's keys in the same product get their own softmax and change nothing of the first's.
+    assert torch.allclose(beside.sum(-1), torch.ones(2, 4, 36)) and not torch.allclose(beside, ours)
 
 
 def identity_key_layer(dim=4):

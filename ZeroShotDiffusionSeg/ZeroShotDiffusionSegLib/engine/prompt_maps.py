@@ -51,11 +51,16 @@ class SliceState:
         return sum(tensor.numel() * tensor.element_size() for tensor in tensors)
 
 
-def token_probabilities(query: torch.Tensor, key: torch.Tensor, scale: float) -> torch.Tensor:
-    """softmax(Q·Kᵀ·scale) over the tokens in fp32: (..., N, d) x (..., T, d) -> (..., N, T).
-
-    The same probabilities diffusers' stock ``AttnProcessor`` computes (``get_attention_scores``)."""
-    return torch.matmul(query.float() * scale, key.float().transpose(-1, -2)).softmax(dim=-1)
+def token_probabilities(query: torch.Tensor, keys: Sequence[torch.Tensor], scale: float) -> List[torch.Tensor]:
+    """softmax(Q·Kᵀ·scale) over each prompt's own tokens, in fp32: (..., N, d) against every (..., T, d) of
+    ``keys`` -> one (..., N, T) per prompt. The same probabilities diffusers' stock ``AttnProcessor``
+    computes (``get_attention_scores``); one product against the stacked keys serves every prompt."""
+    scores = torch.matmul(query.float() * scale, torch.cat([key.float() for key in keys], dim=-2).transpose(-1, -2))
+    probabilities, start = [], 0
+    for key in keys:
+        probabilities.append(scores[..., start:start + key.shape[-2]].softmax(dim=-1))
+        start += key.shape[-2]
+    return probabilities
 
 
 def layer_keys(attn, embedding: torch.Tensor) -> torch.Tensor:
@@ -78,8 +83,10 @@ def cross_attention_layers(unet) -> Dict[str, object]:
 
 def prompt_token_maps(states: Sequence[SliceState], layers: Dict[str, object],
                       prompts: Sequence[Tuple[torch.Tensor, List[int]]]) -> List[List[Dict[int, torch.Tensor]]]:
-    """For every prompt (embedding, content positions) and every state: side -> (N, content tokens),
-    the head- and layer-averaged probability of each content token."""
+    """For every prompt (embedding, content positions) and every state: side -> (N, 1), the probability of
+    the content tokens averaged over them, the heads and the layers of that side (the token mean is taken
+    before ``prompt_attention_map`` upsamples: both are linear, and one map per side is cheaper than one per
+    token)."""
     sums: List[List[Dict[int, torch.Tensor]]] = [[{} for _ in states] for _ in prompts]
     counts: Dict[int, int] = {}
     for name in states[0].queries:
@@ -87,9 +94,9 @@ def prompt_token_maps(states: Sequence[SliceState], layers: Dict[str, object],
         queries = torch.stack([state.queries[name] for state in states])  # (B, heads, N, d)
         side = int(round(queries.shape[2] ** 0.5))
         counts[side] = counts.get(side, 0) + 1
-        for per_image, (embedding, content) in zip(sums, prompts):
-            key = layer_keys(attn, embedding).to(queries.device)
-            head_mean = token_probabilities(queries, key, attn.scale)[..., content].mean(dim=1)  # (B, N, content)
+        keys = [layer_keys(attn, embedding).to(queries.device) for embedding, _ in prompts]
+        for per_image, (_, content), probabilities in zip(sums, prompts, token_probabilities(queries, keys, attn.scale)):
+            head_mean = probabilities[..., content].mean(dim=(1, 3))[..., None]  # (B, N, 1)
             for image, per_side in enumerate(per_image):
                 per_side[side] = per_side[side] + head_mean[image] if side in per_side else head_mean[image].clone()
     return [[{side: total / counts[side] for side, total in per_side.items()} for per_side in per_image]
