@@ -7,7 +7,7 @@ from diffusers.models.attention_processor import Attention, AttnProcessor
 
 from ZeroShotDiffusionSegLib.engine import SegmentationParams
 from ZeroShotDiffusionSegLib.engine.anomaly import anomaly_map
-from ZeroShotDiffusionSegLib.engine.prompt_maps import SliceState, layer_keys, prompt_token_maps, token_probabilities
+from ZeroShotDiffusionSegLib.engine.prompt_maps import SliceState, layer_keys, prompt_keys, prompt_token_maps, token_probabilities
 from ZeroShotDiffusionSegLib.errors import UserError
 
 
@@ -27,7 +27,8 @@ def test_token_softmax_equals_the_stock_processor_for_the_same_queries_and_keys(
         attn(hidden, encoder_hidden_states=context.expand(2, -1, -1))
         queries = attn.to_q(hidden).view(2, 36, 4, 8).transpose(1, 2)  # what the capture keeps, per head
         other = torch.randn(1, 77, 24)
-        ours, beside = token_probabilities(queries, [layer_keys(attn, context), layer_keys(attn, other)], attn.scale)
+        stacked = torch.cat([layer_keys(attn, context), layer_keys(attn, other)], dim=1)
+        ours, beside = token_probabilities(queries, stacked, attn.scale, prompts=2)
     stock = recorded[0].view(2, 4, 36, 77)  # the stock processor folds heads into the batch
     assert ours.shape == stock.shape
     assert (ours - stock).abs().max().item() <= 1e-5
@@ -51,7 +52,8 @@ def test_region_attending_to_token_a_gets_the_prompt_of_token_a():
     embedding = torch.zeros(1, 77, 4)
     embedding[0, 1], embedding[0, 2] = a, b
     with torch.no_grad():
-        (maps_a,), (maps_b,) = prompt_token_maps([state], {"layer": attn}, [(embedding, [1]), (embedding, [2])])
+        keys = prompt_keys({"layer": attn}, [embedding, embedding])
+        (maps_a,), (maps_b,) = prompt_token_maps([state], {"layer": attn}, keys, [[1], [2]])
     scale = attn.scale
     # A query 6·a scores 6·scale on token A and 0 on the other 76 tokens.
     high = np.exp(6 * scale) / (np.exp(6 * scale) + 76)

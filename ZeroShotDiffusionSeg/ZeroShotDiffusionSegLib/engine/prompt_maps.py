@@ -51,16 +51,16 @@ class SliceState:
         return sum(tensor.numel() * tensor.element_size() for tensor in tensors)
 
 
-def token_probabilities(query: torch.Tensor, keys: Sequence[torch.Tensor], scale: float) -> List[torch.Tensor]:
-    """softmax(Q·Kᵀ·scale) over each prompt's own tokens, in fp32: (..., N, d) against every (..., T, d) of
-    ``keys`` -> one (..., N, T) per prompt. The same probabilities diffusers' stock ``AttnProcessor``
-    computes (``get_attention_scores``); one product against the stacked keys serves every prompt."""
-    scores = torch.matmul(query.float() * scale, torch.cat([key.float() for key in keys], dim=-2).transpose(-1, -2))
-    probabilities, start = [], 0
-    for key in keys:
-        probabilities.append(scores[..., start:start + key.shape[-2]].softmax(dim=-1))
-        start += key.shape[-2]
-    return probabilities
+def token_probabilities(query: torch.Tensor, keys: torch.Tensor, scale: float, prompts: int = 1) -> List[torch.Tensor]:
+    """softmax(Q·Kᵀ·scale) in fp32 of queries (..., N, d) against the keys of ``prompts`` prompts stacked
+    along the tokens (..., prompts*T, d): one (..., N, T) per prompt, each normalised over its own T tokens.
+
+    The same probabilities diffusers' stock ``AttnProcessor`` computes (``get_attention_scores``); one
+    product against the stacked keys serves every prompt."""
+    scores = torch.matmul(query.float() * scale, keys.float().transpose(-1, -2))
+    # A (..., N, prompts, T) view keeps each softmax's row contiguous: on a strided chunk it is several times slower.
+    probabilities = scores.view(*scores.shape[:-1], prompts, -1).softmax(dim=-1)
+    return list(probabilities.unbind(dim=-2))
 
 
 def layer_keys(attn, embedding: torch.Tensor) -> torch.Tensor:
@@ -81,23 +81,30 @@ def cross_attention_layers(unet) -> Dict[str, object]:
             if f"{name}.processor" in processors and getattr(module, "is_cross_attention", False)}
 
 
-def prompt_token_maps(states: Sequence[SliceState], layers: Dict[str, object],
-                      prompts: Sequence[Tuple[torch.Tensor, List[int]]]) -> List[List[Dict[int, torch.Tensor]]]:
-    """For every prompt (embedding, content positions) and every state: side -> (N, 1), the probability of
-    the content tokens averaged over them, the heads and the layers of that side (the token mean is taken
-    before ``prompt_attention_map`` upsamples: both are linear, and one map per side is cheaper than one per
-    token)."""
-    sums: List[List[Dict[int, torch.Tensor]]] = [[{} for _ in states] for _ in prompts]
+def prompt_keys(layers: Dict[str, object], embeddings: Sequence[torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """Layer name -> the keys of every prompt embedding stacked along the tokens, (heads, prompts*T, d)."""
+    return {name: torch.cat([layer_keys(attn, embedding) for embedding in embeddings], dim=1) for name, attn in layers.items()}
+
+
+def prompt_token_maps(states: Sequence[SliceState], layers: Dict[str, object], keys: Dict[str, torch.Tensor],
+                      contents: Sequence[List[int]]) -> List[List[Dict[int, torch.Tensor]]]:
+    """For every prompt (its content positions in ``contents``, its keys in ``keys`` from ``prompt_keys``)
+    and every state: side -> (N, 1), the probability of the content tokens averaged over them, the heads and
+    the layers of that side. The token mean comes before ``prompt_attention_map`` upsamples (both are
+    linear, and one map per side is cheaper than one per token); slices are scored one by one, which
+    costs no more than a batched product and copies no query."""
+    maps: List[List[Dict[int, torch.Tensor]]] = [[{} for _ in states] for _ in contents]
     counts: Dict[int, int] = {}
     for name in states[0].queries:
         attn = layers[name]
-        queries = torch.stack([state.queries[name] for state in states])  # (B, heads, N, d)
-        side = int(round(queries.shape[2] ** 0.5))
+        side = int(round(states[0].queries[name].shape[1] ** 0.5))
         counts[side] = counts.get(side, 0) + 1
-        keys = [layer_keys(attn, embedding).to(queries.device) for embedding, _ in prompts]
-        for per_image, (_, content), probabilities in zip(sums, prompts, token_probabilities(queries, keys, attn.scale)):
-            head_mean = probabilities[..., content].mean(dim=(1, 3))[..., None]  # (B, N, 1)
-            for image, per_side in enumerate(per_image):
-                per_side[side] = per_side[side] + head_mean[image] if side in per_side else head_mean[image].clone()
-    return [[{side: total / counts[side] for side, total in per_side.items()} for per_side in per_image]
-            for per_image in sums]
+        for image, state in enumerate(states):
+            query = state.queries[name]
+            probabilities = token_probabilities(query, keys[name].to(query.device), attn.scale, len(contents))
+            for per_prompt, content, prompt_probabilities in zip(maps, contents, probabilities):
+                content_mean = prompt_probabilities[..., content].mean(dim=(0, 2))
+                per_side = per_prompt[image]
+                per_side[side] = per_side[side] + content_mean if side in per_side else content_mean
+    return [[{side: (total / counts[side])[:, None] for side, total in per_side.items()} for per_side in per_prompt]
+            for per_prompt in maps]

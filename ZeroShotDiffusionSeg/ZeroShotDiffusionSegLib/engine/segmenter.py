@@ -18,7 +18,7 @@ from .attention import AttentionStore, capture_attention
 from .backbone import Backbone
 from .merging import segment_self_attention
 from .preprocess import SquareFit
-from .prompt_maps import PROMPT_MAP_RULE, SliceState, cross_attention_layers, prompt_token_maps, query_sides
+from .prompt_maps import PROMPT_MAP_RULE, SliceState, cross_attention_layers, prompt_keys, prompt_token_maps, query_sides
 from .selection import prompt_attention_map, segment_scores, select_by_prompt, select_by_seeds
 from .types import ImageResult, PixelSeed, SegmentationParams
 
@@ -33,6 +33,8 @@ class DiffusionSegmenter:
         self.last_timings: Dict[str, float] = {}
         self._prompt_cache: Dict[str, tuple] = {}
         self._layers: Optional[Dict[str, object]] = None
+        self._keys_for: Optional[tuple] = None
+        self._keys: Dict[str, torch.Tensor] = {}
 
     @property
     def model_resolution(self) -> int:
@@ -153,10 +155,11 @@ class DiffusionSegmenter:
         if not prompt:
             return results
         prompts = [prompt] + ([normal_prompt] if normal_prompt else [])
-        with self._timed("text"):
+        with self._timed("text"), torch.inference_mode():
             encoded = [self.encode_prompt(text) for text in prompts]
+            keys = self._prompt_keys(tuple(text.strip() for text in prompts), [embedding for embedding, _ in encoded])
         with self._timed("selection"), torch.inference_mode():
-            maps = prompt_token_maps(states, self._cross_layers(), encoded)
+            maps = prompt_token_maps(states, self._cross_layers(), keys, [content for _, content in encoded])
             for index, (fit, state, result) in enumerate(zip(fits, states, results)):
                 labels = state.labels.long()
                 prompt_map = prompt_attention_map(maps[0][index], fit.size)
@@ -169,6 +172,13 @@ class DiffusionSegmenter:
                 result.prompt_map = fit.map_to_image(prompt_map)
                 result.score_map, result.soft, result.mask = select_by_prompt(result.labels, scores, params.selection_threshold)
         return results
+
+    def _prompt_keys(self, prompts: tuple, embeddings):
+        """Every cross-attention layer's keys of these prompts, kept for the next batch of the same prompts."""
+        if self._keys_for != prompts:
+            self._keys = prompt_keys(self._cross_layers(), embeddings)
+            self._keys_for = prompts
+        return self._keys
 
     def _cross_layers(self):
         if self._layers is None:

@@ -42,9 +42,9 @@ def prompt_attention_map(cross_attn: Dict[int, torch.Tensor], output_size: int) 
 def segment_scores(labels: torch.Tensor, prompt_map: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """Mean prompt attention of every segment over its valid (non-padding) pixels; 0 for none."""
     count = int(labels.max()) + 1
-    flat_labels = labels[valid].reshape(-1)
-    sums = torch.zeros(count, dtype=torch.float64).index_add_(0, flat_labels.cpu(), prompt_map[valid].reshape(-1).double().cpu())
-    pixels = torch.bincount(flat_labels.cpu(), minlength=count).double()
+    flat_labels = labels[valid].reshape(-1).cpu()
+    sums = torch.bincount(flat_labels, weights=prompt_map[valid].reshape(-1).double().cpu(), minlength=count)
+    pixels = torch.bincount(flat_labels, minlength=count).double()
     return torch.where(pixels > 0, sums / pixels.clamp_min(1), torch.zeros_like(sums)).float()
 
 
