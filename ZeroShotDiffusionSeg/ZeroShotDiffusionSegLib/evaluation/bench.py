@@ -194,8 +194,8 @@ def print_table(record: dict, stream=None) -> None:
           f"({record['reprompt_query_cache']}) -> re-prompt / first run = {100.0 * record['ratio_reprompt_to_first_run']:.2f} %",
           file=stream)
     if record.get("cache_mb_per_slice") is not None:
-        print(f"  query cache {record['cache_mb_per_slice']:.2f} MB per slice in memory, {record['cache_disk_mb_per_slice']:.2f} MB "
-              f"on disk; 300 slices: {record['worker_cache_gb_for_300_slices']:.2f} GB", file=stream)
+        print(f"  query cache {record['cache_mb_per_slice']:.2f} MiB per slice in memory, {record['cache_disk_mb_per_slice']:.2f} MiB "
+              f"on disk; 300 slices: {record['worker_cache_gb_for_300_slices']:.2f} GiB", file=stream)
     cuda = record["cuda_max_allocated_mb"]
     print(f"  peak RSS {record['peak_rss_mb']:.0f} MiB" + (f", CUDA max allocated {cuda:.0f} MiB" if cuda is not None else ""), file=stream)
 
