@@ -19,9 +19,17 @@ SUBCOMMANDS = {
 }
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """argparse with the product's error form: one line ``zsdseg: error: ...``, exit 2 (no usage block)."""
+
+    def error(self, message):
+        hint = f" (see '{self.prog} --help')"
+        self.exit(2, f"zsdseg: error: {message}{hint}\n")
+
+
 def build_parser(command=None) -> argparse.ArgumentParser:
     """Only the chosen subcommand's module is imported: ``--help`` stays fast and torch-free."""
-    parser = argparse.ArgumentParser(prog="zsdseg", description="Zero-shot lesion segmentation from diffusion-model attention.")
+    parser = OneLineErrorParser(prog="zsdseg", description="Zero-shot lesion segmentation from diffusion-model attention.")
     parser.add_argument("--version", action="version", version=f"zsdseg {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, help_text) in SUBCOMMANDS.items():

@@ -50,7 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="prompt mode: keep segments scoring at least this (default: %(default)s)")
     parser.add_argument("--only", default=None, help="evaluate only these cases: comma-separated names, e.g. lung2,brain1")
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N cases (natural order)")
-    parser.add_argument("--out", default="zsdseg-eval", help="output folder for report.md, results.json, overlays/")
+    parser.add_argument("--out", required=True,
+                        help="output folder for report.md, results.json, overlays/ (required: the overlays show the data set's images)")
     parser.add_argument("--no-overlays", action="store_true", help="do not write an overlay PNG per case")
 
 
@@ -216,6 +217,8 @@ def run(args) -> int:
         raise UserError("--selection prompt needs --prompt TEXT")
     if args.model is None and args.no_baselines:
         raise UserError("nothing to evaluate: give --model, or drop --no-baselines")
+    if args.model is None and args.prompt:
+        raise UserError("--prompt needs --model: the weight-free baselines do not read a prompt")
     params = SegmentationParams(kl_threshold=args.kl_threshold, timestep=args.timestep, selection_threshold=args.selection_threshold)
     cases = layouts.discover(args.layout, args.root, args.mask_pattern, args.wbc_target)
     if args.only:

@@ -25,19 +25,21 @@ from .base import RunnerEvent
 
 
 def request_from_dict(data: dict) -> VolumeRequest:
-    """Inverse of ``VolumeRequest.to_dict()`` (JSON turned its tuples into lists)."""
-    known = set(VolumeRequest.__dataclass_fields__)
-    unknown = set(data) - known
+    """Inverse of ``VolumeRequest.to_dict()``; every value is checked by VolumeRequest / SegmentationParams."""
+    if not isinstance(data, dict):
+        raise UserError(f"the request must be a JSON object, got {type(data).__name__}")
+    unknown = set(data) - set(VolumeRequest.__dataclass_fields__)
     if unknown:
-        raise UserError(f"request has unknown fields {sorted(unknown)}: engine and panel versions differ")
+        raise UserError(f"request has unknown fields {sorted(unknown)[:5]}: client and engine versions differ")
     values = dict(data)
-    if "params" in values and isinstance(values["params"], dict):
-        values["params"] = SegmentationParams(**values["params"])
-    if "seeds" in values:
-        values["seeds"] = [tuple(float(c) for c in seed) for seed in values["seeds"] or []]
-    for name, cast in (("roi_physical", float), ("roi_voxels", int)):
-        if values.get(name) is not None:
-            values[name] = tuple(tuple(cast(c) for c in corner) for corner in values[name])
+    if "params" in values:
+        params = values["params"]
+        if not isinstance(params, dict):
+            raise UserError(f"params must be a JSON object of segmentation parameters, got {type(params).__name__}")
+        unknown = set(params) - set(SegmentationParams.__dataclass_fields__)
+        if unknown:
+            raise UserError(f"params has unknown fields {sorted(unknown)[:5]}: client and engine versions differ")
+        values["params"] = SegmentationParams(**params)
     return VolumeRequest(**values)
 
 
