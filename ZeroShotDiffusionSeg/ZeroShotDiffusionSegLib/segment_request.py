@@ -78,8 +78,9 @@ def refuse_volume_options(args, mode: str) -> None:
     """A 2-D image: refuse the options that would do nothing, each with the reason."""
     volume_only = [flag for flag, name in (("--seed-ras", "seed_ras"), ("--seed-lps", "seed_lps"), ("--roi", "roi"),
                                            ("--out-dir", "out_dir"), ("--window", "window"), ("--batch-size", "batch_size"),
-                                           ("--binary", "binary"), ("--cache-dir", "cache_dir"), ("--cache-mb", "cache_mb"))
-                   if getattr(args, name, None) is not None and getattr(args, name, None) is not False]
+                                           ("--binary", "binary"), ("--cache-dir", "cache_dir")) if getattr(args, name, None)]
+    if getattr(args, "cache_mb", None) is not None:
+        volume_only.append("--cache-mb")
     if getattr(args, "min_volume", 0.0):
         volume_only.append("--min-volume")
     if getattr(args, "progress", None) == "json":
