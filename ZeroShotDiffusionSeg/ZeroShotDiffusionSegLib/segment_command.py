@@ -47,6 +47,9 @@ def run(args, load_segmenter=None) -> int:
         from .server.remote_command import run_remote_segment
 
         refuse_remote_dicom(args)
+        if getattr(args, "cache_dir", None) is not None or getattr(args, "cache_mb", None) is not None:
+            raise UserError("--cache-dir is for a run here; a server keeps its jobs' passes itself "
+                            "(re-prompt a finished job with POST /jobs/{id}/prompt)")
         return run_remote_segment(args, request)
     from .volume.cli import run_volume_command
 
@@ -73,6 +76,7 @@ def run_image(args, params, load_segmenter) -> int:
     from .boundary_command import check_image_boundary, refine_image_mask
     from .engine.selection import validate_seeds
     from .image_io import labels_to_png, mask_to_png, read_image, soft_to_png, write_png
+    from .prompt_words import normal_prompt_for
     from .segment_request import check_image_outputs, refuse_volume_options
 
     refuse_volume_options(args, args.mode)
@@ -89,10 +93,12 @@ def run_image(args, params, load_segmenter) -> int:
     check_image_boundary(args, mode)
     segmenter = load_segmenter()
     prompt = args.prompt if mode != "unsupervised" and args.prompt and args.prompt.strip() else None
+    normal_prompt = normal_prompt_for(prompt, args.normal_prompt) if prompt else None
     note = segmenter_prompt_note(segmenter, prompt)
     if note:
         print(f"zsdseg: note: {note}", file=sys.stderr)
-    result = segmenter.segment_batch([image], prompt=prompt, seeds=[seeds] if mode == "seed" else None, params=params)[0]
+    result = segmenter.segment_batch([image], prompt=prompt, seeds=[seeds] if mode == "seed" else None, params=params,
+                                     normal_prompt=normal_prompt)[0]
     regions = int(result.labels.max()) + 1
     if mode == "unsupervised":
         for path in {path for path in (args.out, args.labels) if path}:

@@ -74,6 +74,10 @@ def add_engine_arguments(parser) -> None:
     group.add_argument("--timestep", type=int, default=300, help="diffusion timestep of the single UNet pass, 0..999 (default 300)")
     group.add_argument("--noise-seed", type=int, default=None, help="add seeded noise at the timestep (default: clean latent, as DiffSeg)")
     group.add_argument("--selection-threshold", type=float, default=0.5, help="prompt mode: keep regions scoring at least this fraction of the best, 0..1 (default 0.5)")
+    group.add_argument("--normal-prompt", metavar="TEXT", help="healthy counterpart the prompt is contrasted with (default: from the "
+                       "prompt's preset or organ word, e.g. 'healthy liver'; 'healthy tissue' without one); 'none': plain prompt score")
+    group.add_argument("--anomaly-temperature", type=float, default=1.0, help="softmax temperature of prompt against normal prompt, "
+                       "in (0, 100] (default 1: the abnormal prompt's share of the two maps; lower is sharper)")
 
 
 def add_volume_arguments(parser) -> None:
@@ -99,6 +103,11 @@ def add_volume_arguments(parser) -> None:
     group.add_argument("--min-volume", type=float, default=0.0, metavar="MM3",
                        help="drop lesions smaller than this volume in mm3, finite and >= 0 (default 0)")
     group.add_argument("--binary", action="store_true", help="labels.nrrd as 0/1 (uint8) instead of lesion numbers 1..K")
+    group.add_argument("--cache-dir", type=Path, metavar="DIR",
+                       help="keep each volume's unconditional pass here: another prompt on the same volume and settings "
+                            "loads it instead of running the model")
+    group.add_argument("--cache-mb", type=float, default=None, metavar="MB",
+                       help="bound of --cache-dir, least recently used volumes dropped first (default 4096)")
     group.add_argument("--progress", choices=PROGRESS_CHOICES,
                        help="bar (default on a terminal), json (one JSON object per line on stdout), none")
 

@@ -19,7 +19,7 @@ def params_from_args(args):
 
     return SegmentationParams(kl_threshold=args.kl_threshold, grid_points=args.grid_points, iterations=args.iterations,
                               refine=args.refine, timestep=args.timestep, noise_seed=args.noise_seed,
-                              selection_threshold=args.selection_threshold)
+                              selection_threshold=args.selection_threshold, anomaly_temperature=args.anomaly_temperature)
 
 
 def volume_request_from_args(args) -> VolumeRequest:
@@ -45,6 +45,7 @@ def volume_request_from_args(args) -> VolumeRequest:
         roi_voxels = (tuple(args.roi[:3]), tuple(args.roi[3:]))
     return VolumeRequest(
         prompt=args.prompt,
+        normal_prompt=args.normal_prompt,
         mode=args.mode or "auto",
         seeds=[tuple(seed) for seed in seeds],
         coordinate_space=space,
@@ -80,7 +81,9 @@ def refuse_volume_options(args, mode: str) -> None:
     """A 2-D image: refuse the options that would do nothing, each with the reason."""
     volume_only = [flag for flag, name in (("--seed-ras", "seed_ras"), ("--seed-lps", "seed_lps"), ("--roi", "roi"),
                                            ("--out-dir", "out_dir"), ("--window", "window"), ("--batch-size", "batch_size"),
-                                           ("--binary", "binary")) if getattr(args, name, None)]
+                                           ("--binary", "binary"), ("--cache-dir", "cache_dir")) if getattr(args, name, None)]
+    if getattr(args, "cache_mb", None) is not None:
+        volume_only.append("--cache-mb")
     if getattr(args, "min_volume", 0.0):
         volume_only.append("--min-volume")
     if getattr(args, "progress", None) == "json":

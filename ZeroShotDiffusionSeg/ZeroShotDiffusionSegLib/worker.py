@@ -10,6 +10,8 @@ stderr, which the runner shows as the log.
 from __future__ import annotations
 
 import argparse
+import collections
+import functools
 import os
 import sys
 import threading
@@ -18,7 +20,7 @@ from typing import Callable, Optional, TextIO, Tuple
 
 from .errors import Cancelled, UserError
 from .progress import ProgressEvent
-from .runners.protocol import decode_job, done_line, error_line, progress_line, ready_line
+from .runners.protocol import EarlierJob, decode_job, done_line, error_line, progress_line, ready_line
 
 DEFAULT_MODEL = "CompVis/stable-diffusion-v1-4"  # engine.DEFAULT_MODEL; not imported, it would load torch
 
@@ -31,6 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="hub id or local diffusers folder (a local folder works offline)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     parser.add_argument("--dtype", default=None, help="float16 or float32 (default: fp16 on CUDA, else fp32)")
+    parser.add_argument("--cache-mb", type=float, default=4096.0,
+                        help="memory for the query cache (default 4096: one 300-slice 512 px volume); "
+                             "another prompt on a cached volume needs no model pass")
 
 
 def describe_device(device) -> str:
@@ -48,6 +53,27 @@ def load_engine(model: str, device: str, dtype: Optional[str]):
 
     backbone = load_backbone(model, device=device, dtype=dtype)  # resolves "auto", refuses a missing GPU
     return DiffusionSegmenter(backbone), describe_device(backbone.device)
+
+
+class FinishedInputs:
+    """Input paths of the last finished jobs, so that a re-prompt line can name a job instead of a file."""
+
+    def __init__(self, keep: int = 32):
+        self.keep = keep
+        self._paths: "collections.OrderedDict[str, str]" = collections.OrderedDict()
+
+    def remember(self, job_id: str, input_path: str) -> None:
+        self._paths[job_id] = input_path
+        while len(self._paths) > self.keep:
+            self._paths.popitem(last=False)
+
+    def resolve(self, source) -> str:
+        if not isinstance(source, EarlierJob):
+            return source
+        if source.job_id not in self._paths:
+            raise UserError(f"re-prompt of job {source.job_id}, which this worker has not finished (restarted?): "
+                            "run the segmentation again")
+        return self._paths[source.job_id]
 
 
 def _claim_stdout() -> TextIO:
@@ -81,7 +107,11 @@ def serve(args: argparse.Namespace, load: Loader = load_engine, run_volume: Opti
             out.flush()
 
     if run_volume is None:
-        from .volume import run_volume
+        from .volume.pipeline import run_volume
+        from .volume.query_cache import QueryCache
+
+        # Re-prompting: a job on a volume the worker has seen is scored from its cached pass.
+        run_volume = functools.partial(run_volume, cache=QueryCache(getattr(args, "cache_mb", 4096.0)))
     emit(progress_line(None, ProgressEvent("loading model", 0.0, None, args.model)))
     try:
         segmenter, device = load(args.model, args.device, args.dtype)
@@ -93,12 +123,14 @@ def serve(args: argparse.Namespace, load: Loader = load_engine, run_volume: Opti
         emit(error_line(None, f"the model could not be loaded: {_job_failure_message(error)}", fatal=True))
         return 3
     emit(ready_line(args.model, device))
+    inputs = FinishedInputs()
 
     for line in requests:
         if not line.strip():
             continue
         try:
             job_id, input_path, out_dir, request = decode_job(line)
+            input_path = inputs.resolve(input_path)
         except UserError as error:
             emit(error_line(None, str(error)))
             continue
@@ -106,6 +138,7 @@ def serve(args: argparse.Namespace, load: Loader = load_engine, run_volume: Opti
         try:
             result = run_volume(input_path, out_dir, segmenter, request,
                                 progress=lambda event, job_id=job_id: emit(progress_line(job_id, event)))
+            inputs.remember(job_id, input_path)
             emit(done_line(job_id, result))
         except Cancelled:
             emit(error_line(job_id, "cancelled"))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+
 from ZeroShotDiffusionSegLib.runners.base import JobHandle, Runner, RunnerEvent
 
 from scene_builders import write_result
@@ -12,6 +15,7 @@ class StubRunner(Runner):
 
     def __init__(self, **result_options):
         self.result_options, self.job, self.events, self.requests, self.stopped = result_options, None, [], [], False
+        self.rescored = []  # (previous job id, request) of every rescore call
 
     @property
     def busy(self):
@@ -26,6 +30,18 @@ class StubRunner(Runner):
         self.job = JobHandle(input_path, out_dir)
         self.events = [[RunnerEvent("progress", self.job.job_id, stage="segment", fraction=0.5)],
                        [RunnerEvent("done", self.job.job_id, files=files, messages=["2 lesion(s)"])]]
+        return self.job
+
+    def rescore(self, previous, out_dir, request):
+        """As the local worker's re-prompt: the previous job's input, scored "from the cache"."""
+        self.rescored.append((previous.job_id, request))
+        self.start(previous.input_path, out_dir, request)
+        self.requests.pop()
+        files = self.events[-1][0].files
+        files["provenance"] = os.path.join(out_dir, "provenance.json")
+        with open(files["provenance"], "w", encoding="utf-8") as handle:
+            json.dump({"runtime": {"query_cache": "memory hit", "timings_s": {"read": 0.1, "segment": 0.2,
+                                                                             "segment_per_slice": 0.01}}}, handle)
         return self.job
 
     def poll(self):

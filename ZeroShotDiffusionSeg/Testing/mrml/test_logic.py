@@ -68,3 +68,45 @@ def test_wrong_inputs_are_refused_before_the_runner_starts(logic):
     with pytest.raises(UserError):
         logic.start(parameters, logic.settingsFrom(parameters))
     assert logic.stub.requests == [] and logic.getParameterNode().outputSegmentation is None
+
+
+def _run_to_result(logic, parameters, presets=()):
+    job_id = logic.start(parameters, logic.settingsFrom(parameters), presets)
+    events = logic.poll() + logic.poll()
+    done = [event for event in events if event.kind == "done"]
+    assert done and done[0].job_id == job_id
+    logic.loadResult(done[0].files)
+    return job_id, done[0].files
+
+
+def test_a_new_prompt_on_the_same_volume_is_rescored_from_the_cache(logic):
+    from ZeroShotDiffusionSegLib.slicer.terminology import PromptPreset
+
+    liver = PromptPreset("Liver tumor", "liver tumor", normal="healthy liver")
+    parameters = logic.getParameterNode()
+    parameters.inputVolume, parameters.prompt = oblique_volume(), "brain tumor"
+    first_job, first_files = _run_to_result(logic, parameters, [liver])
+    assert logic.cacheNote(first_files) is None and logic.stub.rescored == []
+    exported = logic.stub.requests[0]
+    assert exported.normal_prompt is None  # no preset names "brain tumor": the engine derives it
+
+    parameters.prompt = "liver tumor"  # only the prompt changed: no export, no new run
+    second_job, files = _run_to_result(logic, parameters, [liver])
+    assert len(logic.stub.requests) == 1 and len(logic.stub.rescored) == 1
+    previous, request = logic.stub.rescored[0]
+    assert previous == first_job and second_job != first_job
+    assert (request.prompt, request.normal_prompt) == ("liver tumor", "healthy liver")
+    assert logic.cacheNote(files) == "re-scored from cache in 0.3 s"
+    assert len(logic.result.view.lesions) == 2  # the re-scored result is in the scene like a run's
+
+    parameters.klThreshold = 0.9  # a setting of the pass changed: a full run again
+    _run_to_result(logic, parameters, [liver])
+    assert len(logic.stub.requests) == 2 and len(logic.stub.rescored) == 1
+
+    parameters.prompt = "kidney tumor"
+    _run_to_result(logic, parameters)
+    assert len(logic.stub.rescored) == 2
+    slicer.util.updateVolumeFromArray(parameters.inputVolume, slicer.util.arrayFromVolume(parameters.inputVolume) + 1)
+    parameters.prompt = "lung nodule"  # the voxels changed since the export: exported and run again
+    _run_to_result(logic, parameters)
+    assert len(logic.stub.requests) == 3 and len(logic.stub.rescored) == 2

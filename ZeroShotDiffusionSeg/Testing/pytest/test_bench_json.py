@@ -68,8 +68,11 @@ def test_record_fields_and_stage_times_within_total():
     assert record["ratio_pipeline_to_bare"] == pytest.approx(record["total_s"] / bare["total"])
     assert record["per_slice_s"] == pytest.approx(record["total_s"] / 5)
     assert record["peak_rss_mb"] > 10 and record["cuda_max_allocated_mb"] is None
-    # 1 warm-up pass + 3 timed batches (2+2+1 slices) + 1 warm-up bare pass + 3 bare batches
-    assert segmenter.calls == 1 + 3 + 1 + 3
+    # 1 warm-up pass + 3 timed batches (2+2+1 slices) + 3 for the re-prompt (a stub has no states to
+    # cache) + 1 warm-up bare pass + 3 bare batches
+    assert segmenter.calls == 1 + 3 + 3 + 1 + 3
+    assert record["reprompt"] == "lesion" and record["reprompt_query_cache"] == "off"
+    assert record["ratio_reprompt_to_first_run"] == pytest.approx(record["reprompt_s"] / record["total_s"])
     json.dumps(record)  # plain JSON types only
 
 

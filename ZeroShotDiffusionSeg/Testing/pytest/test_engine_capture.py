@@ -26,7 +26,7 @@ def test_capture_leaves_unet_output_unchanged_and_restores_processors(tiny_backb
     latents, timestep, context = unet_inputs(unet)
     with torch.inference_mode():
         stock = unet(latents, timestep, encoder_hidden_states=context).sample
-        store = AttentionStore(token_indices=[1, 2, 3])
+        store = AttentionStore(query_sides=[32, 16, 8])
         with capture_attention(unet, store):
             captured = unet(latents, timestep, encoder_hidden_states=context).sample
     assert (captured - stock).abs().max().item() <= 1e-5
@@ -36,7 +36,7 @@ def test_capture_leaves_unet_output_unchanged_and_restores_processors(tiny_backb
 def test_store_holds_head_mean_per_resolution_with_rows_summing_to_one(tiny_backbone):
     unet = tiny_backbone.unet
     latents, timestep, context = unet_inputs(unet, batch=2)
-    store = AttentionStore(token_indices=[1, 2, 3])
+    store = AttentionStore(query_sides=[32, 16, 8])
     with torch.inference_mode(), capture_attention(unet, store):
         unet(latents, timestep, encoder_hidden_states=context)
     # random:tiny has one transformer per down block, two per up block and one in the middle.
@@ -44,9 +44,11 @@ def test_store_holds_head_mean_per_resolution_with_rows_summing_to_one(tiny_back
     for side, maps in store.self_attention().items():
         assert maps.shape == (2, side * side, side * side) and maps.dtype == torch.float32
         torch.testing.assert_close(maps.sum(-1), torch.ones(2, side * side), atol=1e-5, rtol=0)
-    for side, maps in store.cross_attention().items():
-        assert maps.shape == (2, side * side, 3)  # only the 3 requested token columns
-        assert float(maps.sum(-1).max()) < 1.0
+    # Queries of the kept sides only, per layer, per head, in fp16.
+    assert len(store.queries) == 3 + 3 + 1
+    for name, query in store.queries.items():
+        assert name.endswith("attn2.processor") and query.dtype == torch.float16
+        assert query.shape[0] == 2 and query.shape[2] in (32**2, 16**2, 8**2)
 
 
 def test_capture_is_removed_when_the_pass_fails(tiny_backbone):
@@ -68,10 +70,13 @@ def test_published_architectures_give_sixteen_self_attention_layers(name):
     torch.manual_seed(0)
     unet = UNet2DConditionModel.from_config(config).eval()
     latents, timestep, context = unet_inputs(unet, batch=1)
-    store = AttentionStore(token_indices=[1, 2])
+    store = AttentionStore(query_sides=[32, 16, 8])
     with torch.inference_mode(), capture_attention(unet, store):
         unet(latents, timestep, encoder_hidden_states=context)
     assert dict(store.self_layers) == {64: 5, 32: 5, 16: 5, 8: 1}
     assert dict(store.cross_layers) == {64: 5, 32: 5, 16: 5, 8: 1}
     assert store.self_attention()[64].shape == (1, 4096, 4096)
-    assert store.cross_attention()[8].shape == (1, 64, 2)
+    query_values = sum(query.numel() for query in store.queries.values())
+    assert query_values == 4_997_120  # 9.5 MiB per slice in fp16 (the README figure)
+    mid = store.queries["mid_block.attentions.0.transformer_blocks.0.attn2.processor"]
+    assert mid.shape == ((1, 8, 64, 160) if name == "sd15" else (1, 20, 64, 64))

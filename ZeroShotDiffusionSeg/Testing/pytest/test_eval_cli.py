@@ -91,7 +91,9 @@ def test_prompt_mode_shows_the_gap_between_deployed_and_oracle(pairs_folder, tmp
     out = tmp_path / "out"
     cli.run(_parse(str(pairs_folder), "--model", "random:stub", "--prompt", "lesion", "--no-baselines", "--no-overlays", "--out", str(out)))
     summary = json.loads((out / "results.json").read_text())["summary"]
-    assert set(summary) == {"deployed", "oracle_single", "oracle_union"}
+    # The plain prompt rule is a column beside the anomaly-aware one (a stand-in engine knows one rule: equal).
+    assert set(summary) == {"deployed", "oracle_single", "oracle_union", "deployed_plain"}
+    assert summary["deployed_plain"] == summary["deployed"]
     assert summary["deployed"]["dice"]["mean"] == pytest.approx(0.0)  # the stub's prompt picks the wrong quadrant
     assert summary["deployed"]["hd95"]["n"] == 2 and summary["deployed"]["hd95"]["median"] > 0
     assert summary["oracle_single"]["dice"]["mean"] == pytest.approx(1.0)
@@ -184,3 +186,12 @@ def test_only_selects_cases_by_name_and_rejects_unknown_names(pairs_folder, tmp_
     assert [c["name"] for c in json.loads((out / "results.json").read_text())["cases"]] == ["case2"]
     with pytest.raises(UserError, match="nope"):
         cli.run(_parse(str(pairs_folder), "--only", "case1,nope", "--out", str(out)))
+
+
+def test_both_prompt_rules_come_from_one_pass_of_the_engine(tiny_segmenter):
+    image = np.random.default_rng(3).random((40, 40)).astype(np.float32)
+    aware, plain = cli._prompt_results_2d(tiny_segmenter, image, "liver tumor", cli.SegmentationParams())
+    assert set(aware.timings) >= {"unet", "merging"}
+    assert np.array_equal(aware.soft, tiny_segmenter.segment_batch([image], prompt="liver tumor", normal_prompt="healthy liver")[0].soft)
+    assert np.array_equal(plain.soft, tiny_segmenter.segment_batch([image], prompt="liver tumor")[0].soft)
+    assert plain.anomaly_map is None and aware.anomaly_map is not None

@@ -212,3 +212,16 @@ def test_cancel_then_immediate_restart_keeps_each_jobs_events_apart(runner, inpu
     assert [(e.kind, e.job_id) for e in events if e.final] == [("cancelled", first.job_id), ("done", second.job_id)]
     after_cancel = events[[e.kind for e in events].index("cancelled") + 1:]
     assert {e.job_id for e in after_cancel if e.kind == "progress"} == {second.job_id}
+
+
+def test_rescore_names_the_finished_job_and_the_worker_finds_its_volume(runner, input_volume, tmp_path):
+    first = runner.start(str(input_volume), str(tmp_path / "a"), VolumeRequest(prompt="liver tumor"))
+    wait_until(runner, final_event)
+    job = runner.rescore(first, str(tmp_path / "b"), VolumeRequest(prompt="hypodense liver lesion"))
+    done = final_event(wait_until(runner, final_event))
+    assert done.kind == "done" and done.job_id == job.job_id and job.input_path == str(input_volume)
+    assert done.messages == ["fake engine segmented 'hypodense liver lesion'"]
+    # A job the worker never finished (here: an unknown one) is sent with its input path instead.
+    stranger = type(first)(str(input_volume), str(tmp_path / "c"))
+    runner.rescore(stranger, str(tmp_path / "c"), VolumeRequest(prompt="x"))
+    assert final_event(wait_until(runner, final_event)).kind == "done"

@@ -94,8 +94,8 @@ def module(monkeypatch, tmp_path):
 
 
 def volume_node(name="CT", dims=(40, 30, 20), components=1, class_name="vtkMRMLScalarVolumeNode"):
-    image = SimpleNamespace(GetNumberOfScalarComponents=lambda: components, GetDimensions=lambda: dims)
-    return SimpleNamespace(GetImageData=lambda: image, GetClassName=lambda: class_name, GetName=lambda: name,
+    image = SimpleNamespace(GetNumberOfScalarComponents=lambda: components, GetDimensions=lambda: dims, GetMTime=lambda: 1)
+    return SimpleNamespace(GetImageData=lambda: image, GetClassName=lambda: class_name, GetName=lambda: name, GetID=lambda: name,
                            GetParentTransformNode=lambda: None, GetIJKToRASMatrix=lambda matrix: None)
 
 

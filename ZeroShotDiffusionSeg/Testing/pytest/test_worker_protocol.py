@@ -15,7 +15,7 @@ from ZeroShotDiffusionSegLib.errors import UserError
 from ZeroShotDiffusionSegLib.slicer.geometry import geometry_of_sitk_image, lps_to_ras
 from ZeroShotDiffusionSegLib.slicer.results import ResultSession
 from ZeroShotDiffusionSegLib.runners.protocol import (
-    decode_job, encode_job, event_from_line, request_from_dict)
+    decode_job, encode_job, encode_reprompt, event_from_line, request_from_dict)
 from ZeroShotDiffusionSegLib.volume.request import VolumeRequest
 
 
@@ -58,13 +58,18 @@ def test_worker_serves_jobs_in_order_and_survives_bad_lines(tmp_path):
              "{broken",
              encode_job("second", str(source), str(tmp_path / "o2"), VolumeRequest(prompt="user-error")),
              encode_job("third", str(source), str(tmp_path / "o3"), VolumeRequest(prompt="b"))]
+    lines += [encode_reprompt("fourth", "third", str(tmp_path / "o4"), VolumeRequest(prompt="c")),
+              encode_reprompt("fifth", "second", str(tmp_path / "o5"), VolumeRequest(prompt="d"))]
     completed, events = run_worker([sys.executable, FAKE_WORKER, "--model", "fake:ok"], lines)
     assert completed.returncode == 0, completed.stderr
     assert events[0] == {"event": "progress", "stage": "loading model", "fraction": 0.0, "eta_s": None,
                          "message": "fake:ok", "id": None}
     assert events[1] == {"event": "ready", "model": "fake:ok", "device": "cpu"}
     finals = [(e["event"], e.get("id")) for e in events if e["event"] in ("done", "error")]
-    assert finals == [("done", "first"), ("error", None), ("error", "second"), ("done", "third")]
+    # A re-prompt of a finished job runs on its volume; one of a failed job is refused in one line.
+    assert finals == [("done", "first"), ("error", None), ("error", "second"), ("done", "third"), ("done", "fourth"),
+                      ("error", None)]
+    assert "re-prompt of job second, which this worker has not finished" in events[-1]["message"]
     assert [e["message"] for e in events if e["event"] == "error"][1] == "the ROI is outside the volume"
     done = next(e for e in events if e["event"] == "done")
     assert done["files"]["labels"] == str(tmp_path / "o1" / "labels.nrrd")

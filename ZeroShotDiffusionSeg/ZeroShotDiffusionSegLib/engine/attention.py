@@ -1,5 +1,7 @@
 """Attention capture: a diffusers attention processor that computes the same output as the
-stock one while averaging the attention probabilities over heads into a per-resolution store.
+stock one while averaging the self-attention probabilities over heads into a per-resolution store
+and keeping the cross-attention layers' queries, so that prompts can be applied after the pass
+(``prompt_maps``).
 
 Stock processors (SDPA, xformers) never materialise the probabilities, so capture needs an
 explicit softmax (algorithms.md §1.6.1). Probabilities are computed in blocks of query rows and
@@ -13,7 +15,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from contextlib import contextmanager
-from typing import Dict, Optional, Sequence
+from typing import Dict, Sequence
 
 import torch
 
@@ -25,42 +27,45 @@ _BLOCK_ELEMENTS_CUDA = 64 * 1024 * 1024
 
 
 class AttentionStore:
-    """Running sums of head-averaged attention, per latent side, for every image of a batch.
+    """What one pass leaves behind, for every image of a batch.
 
-    Self-attention: side -> (B, N, N). Cross-attention: side -> (B, N, T) for the prompt's
-    content tokens only (``token_indices``); nothing is kept for cross-attention when None.
+    Self-attention: running sums of the head-averaged probabilities, side -> (B, N, N).
+    Cross-attention: the queries (after ``to_q``, per head, fp16) of every layer whose latent side
+    is in ``query_sides``, layer name -> (B, heads, N, head_dim); a prompt's keys are applied to
+    them later. Nothing is kept for cross-attention when ``query_sides`` is empty.
     """
 
-    def __init__(self, token_indices: Optional[Sequence[int]] = None):
-        self.token_indices = list(token_indices) if token_indices else None
+    def __init__(self, query_sides: Sequence[int] = ()):
+        self.query_sides = set(query_sides)
         self._self_sum: Dict[int, torch.Tensor] = {}
-        self._cross_sum: Dict[int, torch.Tensor] = {}
+        self.queries: Dict[str, torch.Tensor] = {}
         self.self_layers: Counter = Counter()
         self.cross_layers: Counter = Counter()
 
-    def accumulator(self, side: int, is_cross: bool, shape, device) -> torch.Tensor:
-        """The fp32 running sum that one more layer at ``side`` adds its head-mean into."""
-        sums, layers = (self._cross_sum, self.cross_layers) if is_cross else (self._self_sum, self.self_layers)
-        if side not in sums:
-            sums[side] = torch.zeros(shape, dtype=torch.float32, device=device)
-        layers[side] += 1
-        return sums[side]
+    def accumulator(self, side: int, shape, device) -> torch.Tensor:
+        """The fp32 running sum that one more self-attention layer at ``side`` adds its head-mean into."""
+        if side not in self._self_sum:
+            self._self_sum[side] = torch.zeros(shape, dtype=torch.float32, device=device)
+        self.self_layers[side] += 1
+        return self._self_sum[side]
+
+    def keep_query(self, layer: str, side: int, query: torch.Tensor) -> None:
+        self.cross_layers[side] += 1
+        if side in self.query_sides:
+            self.queries[layer] = query.to(torch.float16)
 
     def self_attention(self) -> Dict[int, torch.Tensor]:
         """side -> (B, N, N), averaged over the layers of that resolution (rows sum to 1)."""
         return {side: total / self.self_layers[side] for side, total in self._self_sum.items()}
-
-    def cross_attention(self) -> Dict[int, torch.Tensor]:
-        """side -> (B, N, T) for the content tokens, averaged over the layers of that resolution."""
-        return {side: total / self.cross_layers[side] for side, total in self._cross_sum.items()}
 
 
 class CapturingAttnProcessor:
     """Drop-in for diffusers' ``AttnProcessor2_0`` (same call signature and output) that records
     head-averaged probabilities into an ``AttentionStore``."""
 
-    def __init__(self, store: AttentionStore):
+    def __init__(self, store: AttentionStore, layer: str = ""):
         self.store = store
+        self.layer = layer
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args, **kwargs):
         residual = hidden_states
@@ -96,6 +101,8 @@ class CapturingAttnProcessor:
         if attn.norm_k is not None:
             key = attn.norm_k(key)
 
+        if is_cross:
+            self.store.keep_query(self.layer, _side(query.shape[2]), query)
         hidden_states = self._attend(query, key, value, attention_mask, attn.scale, is_cross)
         hidden_states = hidden_states.transpose(1, 2).reshape(batch_size, -1, attn.heads * head_dim).to(query.dtype)
         hidden_states = attn.to_out[0](hidden_states)
@@ -108,18 +115,10 @@ class CapturingAttnProcessor:
 
     def _attend(self, query, key, value, attention_mask, scale, is_cross):
         """softmax(QKᵀ·scale)·V in fp32, blocked over query rows so that a block of all heads' probabilities
-        stays in cache; each block's head-mean (all columns for self-attention, the content-token columns for
-        cross-attention) is added straight into the store."""
+        stays in cache; for self-attention each block's head-mean is added straight into the store."""
         batch, heads, tokens, _ = query.shape
         keys = key.shape[2]
-        columns = self.store.token_indices if is_cross else None
-        target = None
-        if not is_cross or columns is not None:
-            side = math.isqrt(tokens)
-            if side * side != tokens:
-                raise ValueError(f"attention over {tokens} query tokens is not a square latent; capture needs square inputs")
-            width = len(columns) if is_cross else keys
-            target = self.store.accumulator(side, is_cross, (batch, tokens, width), query.device)
+        target = None if is_cross else self.store.accumulator(_side(tokens), (batch, tokens, keys), query.device)
         # Scaling Q once saves a pass over every block of scores; a contiguous Kᵀ makes each product faster.
         query = query.float() * scale
         key_t = key.float().transpose(-1, -2).contiguous()
@@ -138,9 +137,15 @@ class CapturingAttnProcessor:
                 probs = scores.softmax(dim=-1)
                 output[image, :, block] = torch.matmul(probs, value[image])
                 if target is not None:
-                    kept = probs[..., columns] if is_cross else probs
-                    target[image, block].add_(kept.sum(dim=0), alpha=1.0 / heads)
+                    target[image, block].add_(probs.sum(dim=0), alpha=1.0 / heads)
         return output
+
+
+def _side(tokens: int) -> int:
+    side = math.isqrt(tokens)
+    if side * side != tokens:
+        raise ValueError(f"attention over {tokens} query tokens is not a square latent; capture needs square inputs")
+    return side
 
 
 @contextmanager
@@ -148,7 +153,7 @@ def capture_attention(unet, store: AttentionStore):
     """Install capturing processors on every attention layer of ``unet`` for one pass; the original
     processors are restored afterwards, also when the pass raises."""
     original = unet.attn_processors
-    unet.set_attn_processor(CapturingAttnProcessor(store))
+    unet.set_attn_processor({name: CapturingAttnProcessor(store, name) for name in original})
     try:
         yield store
     finally:

@@ -1,4 +1,7 @@
-"""The 2-D engine: images in, unsupervised partition + prompt/seed selection out, one UNet pass per batch."""
+"""The 2-D engine: images in, unsupervised partition + prompt/seed selection out, one UNet pass per batch.
+
+The pass is unconditional (empty prompt); prompts are applied to the states it leaves
+(``prompt_maps``), so re-prompting needs no new pass."""
 
 from __future__ import annotations
 
@@ -11,10 +14,12 @@ import torch
 
 from ..errors import UserError
 from ..progress import check_active_cancel
+from .anomaly import anomaly_map
 from .attention import AttentionStore, capture_attention
 from .backbone import Backbone
 from .merging import segment_self_attention
 from .preprocess import SquareFit
+from .prompt_maps import PROMPT_MAP_RULE, SliceState, cross_attention_layers, prompt_keys, prompt_token_maps, query_sides
 from .selection import prompt_attention_map, segment_scores, select_by_prompt, select_by_seeds
 from .types import ImageResult, PixelSeed, SegmentationParams
 
@@ -28,6 +33,9 @@ class DiffusionSegmenter:
         self.device = backbone.device
         self.last_timings: Dict[str, float] = {}
         self._prompt_cache: Dict[str, tuple] = {}
+        self._layers: Optional[Dict[str, object]] = None
+        self._keys_for: Optional[tuple] = None
+        self._keys: Dict[str, torch.Tensor] = {}
 
     @property
     def model_resolution(self) -> int:
@@ -82,13 +90,13 @@ class DiffusionSegmenter:
         prompt: Optional[str] = None,
         seeds: Optional[Sequence[Sequence[PixelSeed]]] = None,
         params: SegmentationParams = SegmentationParams(),
+        normal_prompt: Optional[str] = None,
     ) -> List[ImageResult]:
-        """Segment several images in one VAE and one UNet pass.
+        """Segment several images in one VAE and one UNet pass: ``score_states(capture_states(images))``.
 
-        ``images``: float arrays in [0, 1], (H, W) or (H, W, 3), sizes may differ. With a prompt the pass is
-        conditioned on it and the prompt rule selects segments; with seeds (one list per image) the seeds'
-        segments are selected; with neither only the partition is returned. Without a prompt the context is
-        the empty prompt, as in DiffSeg.
+        ``images``: float arrays in [0, 1], (H, W) or (H, W, 3), sizes may differ. With a prompt the prompt
+        rule selects segments (against ``normal_prompt`` when given); with seeds (one list per image) the
+        seeds' segments are selected; with neither only the partition is returned.
         """
         if len(images) == 0:
             raise UserError("no images to segment")
@@ -97,51 +105,96 @@ class DiffusionSegmenter:
         if prompt is not None and not prompt.strip():
             raise UserError("the prompt is empty: type what to segment, e.g. \"liver tumor\"")
         self.last_timings = {}
+        states = self._capture(images, params)
+        results = self._score(states, prompt, normal_prompt, params)
+        for index, result in enumerate(results):
+            if seeds is not None and seeds[index]:
+                with self._timed("selection"):
+                    result.mask = select_by_seeds(result.labels, seeds[index])
+                    result.soft = result.mask.astype(np.float32)
+        for result in results:
+            result.timings = dict(self.last_timings)
+        return results
+
+    def capture_states(self, images: Sequence[np.ndarray], params: SegmentationParams = SegmentationParams()) -> List[SliceState]:
+        """One unconditional pass over ``images``: each image's partition and cross-attention queries."""
+        if len(images) == 0:
+            raise UserError("no images to segment")
+        self.last_timings = {}
+        return self._capture(images, params)
+
+    def score_states(self, states: Sequence[SliceState], prompt: Optional[str] = None, normal_prompt: Optional[str] = None,
+                     params: SegmentationParams = SegmentationParams()) -> List[ImageResult]:
+        """Results of ``prompt`` (or the bare partition without one) from states of ``capture_states``."""
+        if prompt is not None and not prompt.strip():
+            raise UserError("the prompt is empty: type what to segment, e.g. \"liver tumor\"")
+        self.last_timings = {}
+        return self._score(states, prompt, normal_prompt, params)
+
+    def _capture(self, images, params) -> List[SliceState]:
         with self._timed("text"):
-            embedding, content_positions = self.encode_prompt(prompt)
+            embedding, _ = self.encode_prompt("")
         fits, latents, timestep = self._latents(images, params)
-        store = AttentionStore(content_positions if prompt else None)
+        store = AttentionStore(query_sides(latents.shape[-1]))
         with self._timed("unet"), capture_attention(self.backbone.unet, store), torch.inference_mode():
             self._unet(latents, timestep, embedding)
         self_attention = store.self_attention()
         if params.grid_points > max(self_attention):
             raise UserError(f"grid points (grid_points, --grid-points) {params.grid_points} is more than this model's finest attention "
                             f"grid of {max(self_attention)}; use at most {max(self_attention)}")
-        cross_attention = store.cross_attention() if prompt else {}
-        results = []
-        for index, fit in enumerate(fits):
+        states = []
+        for index, (fit, image) in enumerate(zip(fits, images)):
             check_active_cancel()  # a cancel stops within one image's merging
             with self._timed("merging"):
                 labels = segment_self_attention(
                     {side: maps[index:index + 1] for side, maps in self_attention.items()},
                     kl_threshold=params.kl_threshold, grid_points=params.grid_points,
                     iterations=params.iterations, refine=params.refine, output_size=fit.size)
-            with self._timed("selection"):
-                results.append(self._select(fit, labels, cross_attention, index, prompt,
-                                            seeds[index] if seeds is not None else None, params))
-        for result in results:
-            result.timings = dict(self.last_timings)
+            queries = {name: query[index].clone() for name, query in store.queries.items()}
+            states.append(SliceState(labels.to(torch.int16), (int(image.shape[0]), int(image.shape[1])), queries))
+        return states
+
+    def _score(self, states, prompt, normal_prompt, params) -> List[ImageResult]:
+        fits = [SquareFit(*state.image_shape, self.model_resolution) for state in states]
+        results = [ImageResult(labels=fit.labels_to_image(state.labels.long())) for fit, state in zip(fits, states)]
+        if not prompt:
+            return results
+        prompts = [prompt] + ([normal_prompt] if normal_prompt else [])
+        with self._timed("text"), torch.inference_mode():
+            encoded = [self.encode_prompt(text) for text in prompts]
+            keys = self._prompt_keys(tuple(text.strip() for text in prompts), [embedding for embedding, _ in encoded])
+        with self._timed("selection"), torch.inference_mode():
+            maps = prompt_token_maps(states, self._cross_layers(), keys, [content for _, content in encoded])
+            for index, (fit, state, result) in enumerate(zip(fits, states, results)):
+                labels = state.labels.long()
+                prompt_map = prompt_attention_map(maps[0][index], fit.size)
+                score_source = prompt_map
+                if normal_prompt:
+                    score_source = anomaly_map(prompt_map, prompt_attention_map(maps[1][index], fit.size),
+                                               params.anomaly_temperature)
+                    result.anomaly_map = fit.map_to_image(score_source)
+                scores = segment_scores(labels, score_source, fit.valid_model_pixels().to(labels.device)).numpy()
+                result.prompt_map = fit.map_to_image(prompt_map)
+                result.score_map, result.soft, result.mask = select_by_prompt(result.labels, scores, params.selection_threshold)
         return results
 
-    def _select(self, fit, labels, cross_attention, index, prompt, seeds, params) -> ImageResult:
-        image_labels = fit.labels_to_image(labels)
-        result = ImageResult(labels=image_labels)
-        if prompt:
-            prompt_map = prompt_attention_map({s: m[index] for s, m in cross_attention.items()}, fit.size)
-            scores = segment_scores(labels, prompt_map, fit.valid_model_pixels().to(labels.device)).numpy()
-            result.prompt_map = fit.map_to_image(prompt_map)
-            result.score_map, result.soft, result.mask = select_by_prompt(image_labels, scores, params.selection_threshold)
-        if seeds:
-            result.mask = select_by_seeds(image_labels, seeds)
-            result.soft = result.mask.astype(np.float32)
-        return result
+    def _prompt_keys(self, prompts: tuple, embeddings):
+        """Every cross-attention layer's keys of these prompts, kept for the next batch of the same prompts."""
+        if self._keys_for != prompts:
+            self._keys = prompt_keys(self._cross_layers(), embeddings)
+            self._keys_for = prompts
+        return self._keys
 
-    def time_bare_passes(self, images: Sequence[np.ndarray], prompt: Optional[str] = None,
-                         params: SegmentationParams = SegmentationParams()) -> Dict[str, float]:
-        """Seconds of the same VAE and UNet passes with the stock attention processors and no capture:
-        the yardstick for the engine's overhead, measured in the same run."""
+    def _cross_layers(self):
+        if self._layers is None:
+            self._layers = cross_attention_layers(self.backbone.unet)
+        return self._layers
+
+    def time_bare_passes(self, images: Sequence[np.ndarray], params: SegmentationParams = SegmentationParams()) -> Dict[str, float]:
+        """Seconds of the same (empty-prompt) VAE and UNet passes with the stock attention processors and no
+        capture: the yardstick for the engine's overhead, measured in the same run."""
         self.last_timings = {}
-        embedding, _ = self.encode_prompt(prompt)
+        embedding, _ = self.encode_prompt("")
         _, latents, timestep = self._latents(images, params)
         with self._timed("unet"), torch.inference_mode():
             self._unet(latents, timestep, embedding)
@@ -158,5 +211,6 @@ class DiffusionSegmenter:
             "device": str(self.device),
             "dtype": str(self.backbone.dtype).replace("torch.", ""),
             "resolution": self.model_resolution,
+            "prompt_maps": PROMPT_MAP_RULE,
             "versions": {"torch": torch.__version__, "diffusers": diffusers.__version__, "transformers": transformers.__version__},
         }

@@ -3,8 +3,10 @@
 Prompt rule (documented in README, tested in test_engine_selection.py):
 1. Prompt map P(x): cross-attention probability of the prompt's content tokens (no BOS/EOS/padding),
    averaged over heads and layers, each resolution upsampled bilinearly to the label map's size and
-   averaged with equal weights (DiffSeg §1.5), then averaged over the content tokens.
-2. Segment score s_k = mean of P over the segment's pixels that come from the image (not padding).
+   averaged with equal weights (DiffSeg §1.5), then averaged over the content tokens. The probabilities
+   come from the unconditional pass's queries and the prompt's keys (prompt_maps.py).
+2. Segment score s_k = mean of P -- or, with a normal prompt, of the anomaly score (anomaly.py) -- over
+   the segment's pixels that come from the image (not padding).
 3. soft(x) = s_k / max_j s_j for x in segment k, in [0, 1]; the foreground is every segment with
    soft >= selection_threshold (default 0.5): the best-matching segment always, plus any segment at
    least half as prompt-like. Thresholding the soft map re-creates the selection exactly, so a viewer
@@ -40,9 +42,9 @@ def prompt_attention_map(cross_attn: Dict[int, torch.Tensor], output_size: int) 
 def segment_scores(labels: torch.Tensor, prompt_map: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """Mean prompt attention of every segment over its valid (non-padding) pixels; 0 for none."""
     count = int(labels.max()) + 1
-    flat_labels = labels[valid].reshape(-1)
-    sums = torch.zeros(count, dtype=torch.float64).index_add_(0, flat_labels.cpu(), prompt_map[valid].reshape(-1).double().cpu())
-    pixels = torch.bincount(flat_labels.cpu(), minlength=count).double()
+    flat_labels = labels[valid].reshape(-1).cpu()
+    sums = torch.bincount(flat_labels, weights=prompt_map[valid].reshape(-1).double().cpu(), minlength=count)
+    pixels = torch.bincount(flat_labels, minlength=count).double()
     return torch.where(pixels > 0, sums / pixels.clamp_min(1), torch.zeros_like(sums)).float()
 
 

@@ -31,6 +31,8 @@ class SegmentationParams:
     timestep: int = bounded(300, 0, 999, flag="--timestep")
     noise_seed: Optional[int] = bounded(None, 0, 2**32 - 1, flag="--noise-seed", title="noise seed")  # None: clean latent, as DiffSeg
     selection_threshold: float = bounded(0.5, 0.0, 1.0, flag="--selection-threshold", title="selection threshold")  # prompt mode: keep >= this
+    # softmax temperature of the prompt against its normal counterpart (engine/anomaly.py)
+    anomaly_temperature: float = bounded(1.0, 0.0, 100.0, low_open=True, flag="--anomaly-temperature", title="anomaly temperature")
 
     def __post_init__(self):
         check_fields(self)
@@ -45,8 +47,9 @@ class ImageResult:
 
     labels:     (H, W) int64 partition 0..K-1 (unsupervised regions).
     prompt_map: (H, W) float32 raw per-pixel attention to the prompt's content tokens (prompt given).
-    score_map:  (H, W) float32 per-pixel score of the pixel's segment = mean prompt_map over the
-                segment; an absolute scale, so a volume can normalise it over all its slices.
+    score_map:  (H, W) float32 per-pixel score of the pixel's segment = mean prompt_map (or mean
+                anomaly_map with a normal prompt) over the segment; an absolute scale, so a volume can normalise it over all its slices.
+    anomaly_map:(H, W) float32 per-pixel anomaly score against the normal prompt (when one is given).
     soft:       (H, W) float32 in [0, 1]: score_map / max(score_map) (prompt mode) or the
                 selected segments as 1.0 (seed mode).
     mask:       (H, W) bool: soft >= selection_threshold (prompt mode) or the seeds' segments.
@@ -55,6 +58,7 @@ class ImageResult:
     labels: np.ndarray
     prompt_map: Optional[np.ndarray] = None
     score_map: Optional[np.ndarray] = None
+    anomaly_map: Optional[np.ndarray] = None
     soft: Optional[np.ndarray] = None
     mask: Optional[np.ndarray] = None
     timings: Dict[str, float] = field(default_factory=dict)

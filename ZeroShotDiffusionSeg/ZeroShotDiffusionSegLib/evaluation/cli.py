@@ -20,12 +20,14 @@ import numpy as np
 
 from ..engine.types import SegmentationParams
 from ..errors import UserError
+from ..prompt_words import normal_prompt_for
 from . import baselines, layouts, report, sam_rows
 from .metrics import case_metrics
 from .oracle import greedy_union, hungarian_segment, per_slice_unique
 from .seeding import seed_at_centroid
 
 MODEL_MODES = ("deployed", "oracle_single", "oracle_union")
+PLAIN_PROMPT_MODE = "deployed_plain"  # prompt selection: the plain prompt score beside the anomaly-aware one
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -73,18 +75,35 @@ def _baseline_predictions(image, seed, is_volume, clusters) -> Dict[str, np.ndar
     return {"otsu": otsu, "kmeans": kmeans, "whole_image": baselines.whole_image(image, seed, is_volume)}
 
 
-def _model_predictions_2d(segmenter, image, truth, seed, selection, prompt, params):
-    if selection == "prompt":
+def _prompt_results_2d(segmenter, image, prompt, params):
+    """(anomaly-aware result, plain result) of the prompt, both from one pass."""
+    if not hasattr(segmenter, "capture_states"):  # a stand-in engine without states knows one rule only
         result = segmenter.segment_batch([image], prompt=prompt, params=params)[0]
+        return result, result
+    states = segmenter.capture_states([image], params)
+    timings = dict(segmenter.last_timings)
+    aware = segmenter.score_states(states, prompt, normal_prompt_for(prompt), params)[0]
+    plain = segmenter.score_states(states, prompt, None, params)[0]
+    aware.timings = timings
+    return aware, plain
+
+
+def _model_predictions_2d(segmenter, image, truth, seed, selection, prompt, params):
+    plain = None
+    if selection == "prompt":
+        result, plain = _prompt_results_2d(segmenter, image, prompt, params)
     else:
         seeds = [[(seed[1], seed[0])]] if seed is not None else None  # engine seeds are (x=col, y=row)
         result = segmenter.segment_batch([image], seeds=seeds, params=params)[0]
     deployed = result.mask if result.mask is not None else np.zeros(truth.shape, dtype=bool)
-    return {
+    predictions = {
         "deployed": np.asarray(deployed, dtype=bool),
         "oracle_single": hungarian_segment(result.labels, truth)[0],
         "oracle_union": greedy_union(result.labels, truth)[0],
-    }, {"timings": dict(result.timings), "segments": int(np.unique(result.labels).size)}
+    }
+    if plain is not None:
+        predictions[PLAIN_PROMPT_MODE] = np.asarray(plain.mask, dtype=bool)
+    return predictions, {"timings": dict(result.timings), "segments": int(np.unique(result.labels).size)}
 
 
 def _model_predictions_3d(segmenter, case, volume, truth, seed, selection, prompt, params, work_dir: Path):
@@ -95,18 +114,26 @@ def _model_predictions_3d(segmenter, case, volume, truth, seed, selection, promp
 
     from ..volume import VolumeRequest, run_volume
     from ..volume.geometry import voxel_to_physical
+    from ..volume.query_cache import QueryCache
 
     def labels_of(result) -> np.ndarray:
         return sitk.GetArrayFromImage(sitk.ReadImage(str(result.files["labels"])))
 
     details: dict = {}
+    predictions = {}
+    if selection == "prompt":  # the plain rule from the same pass (the cache), beside the anomaly-aware one
+        cache = QueryCache()
+        plain = run_volume(case.image_path, work_dir / "deployed_plain", segmenter,
+                           VolumeRequest(prompt=prompt, mode="prompt", normal_prompt="none", params=params), cache=cache)
+        predictions[PLAIN_PROMPT_MODE] = labels_of(plain) != 0
     if selection == "prompt" or seed is not None:
         if selection == "prompt":
             request = VolumeRequest(prompt=prompt, mode="prompt", params=params)
         else:
             point = voxel_to_physical(volume, tuple(reversed(seed)))  # numpy (k, j, i) -> ITK (i, j, k)
             request = VolumeRequest(mode="seed", seeds=[point], coordinate_space="LPS", params=params)
-        result = run_volume(case.image_path, work_dir / "deployed", segmenter, request)
+        result = run_volume(case.image_path, work_dir / "deployed", segmenter, request,
+                            cache=cache if selection == "prompt" else None)
         deployed = labels_of(result) != 0
         details.update(timings=dict(result.timings), messages=list(result.messages))
     else:  # empty truth and no prompt: no click to give, nothing selected
@@ -121,6 +148,7 @@ def _model_predictions_3d(segmenter, case, volume, truth, seed, selection, promp
         "deployed": deployed,
         "oracle_single": hungarian_segment(partition, truth)[0],
         "oracle_union": greedy_union(partition, truth)[0],
+        **predictions,
     }, details
 
 
@@ -208,7 +236,8 @@ def run(args) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     segmenter = _load_segmenter(args) if args.model else None
     refiner = sam_rows.load_refiner(args)
-    modes = (list(MODEL_MODES) if segmenter is not None else []) + ([] if args.no_baselines else list(baselines.BASELINES))
+    model_modes = list(MODEL_MODES) + ([PLAIN_PROMPT_MODE] if args.selection == "prompt" else [])
+    modes = (model_modes if segmenter is not None else []) + ([] if args.no_baselines else list(baselines.BASELINES))
     modes += sam_rows.modes(args, cases[0].kind == "volume", segmenter is not None)
 
     records = []

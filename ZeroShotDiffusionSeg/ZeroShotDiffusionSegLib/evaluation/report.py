@@ -16,7 +16,8 @@ from .statistics import summarize
 
 METRICS = ("dice", "iou", "hd95")
 MODE_TITLES = {
-    "deployed": "deployed (what a user gets)",
+    "deployed": "deployed (what a user gets; prompt: anomaly-aware, against the normal prompt)",
+    "deployed_plain": "deployed, plain prompt score (--normal-prompt none)",
     "oracle_single": "oracle: best single segment (Hungarian)",
     "oracle_union": "oracle: greedy union of segments",
     "otsu": "baseline: Otsu + component under seed",

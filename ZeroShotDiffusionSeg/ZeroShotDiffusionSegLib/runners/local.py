@@ -25,7 +25,7 @@ import psutil
 from ..errors import UserError
 from ..volume.request import VolumeRequest
 from .base import JobHandle, Runner, RunnerEvent
-from .protocol import encode_job, event_from_line
+from .protocol import encode_job, encode_reprompt, event_from_line
 
 WORKER_MODULE = "ZeroShotDiffusionSegLib.worker"
 
@@ -78,6 +78,7 @@ class LocalWorkerRunner(Runner):
         self._pending: List[RunnerEvent] = []
         self._fatal_reported = False
         self._eof_seen = set()
+        self._finished: set = set()  # jobs done by the current worker process: it can re-prompt them
         self.worker_info: Dict[str, object] = {}
 
     @classmethod
@@ -131,6 +132,7 @@ class LocalWorkerRunner(Runner):
 
     def _start_process(self) -> None:
         self._generation += 1
+        self._finished = set()
         self._fatal_reported = False
         self._eof_seen = set()
         self.worker_info = {}
@@ -172,16 +174,30 @@ class LocalWorkerRunner(Runner):
     # --- Runner interface ----------------------------------------------------------
 
     def start(self, input_path: str, out_dir: str, request: VolumeRequest) -> JobHandle:
+        job = JobHandle(str(input_path), str(out_dir))
+        return self._send(job, lambda: encode_job(job.job_id, job.input_path, job.out_dir, request))
+
+    def rescore(self, previous: JobHandle, out_dir: str, request: VolumeRequest) -> JobHandle:
+        """Run ``request`` (typically a new prompt) on the volume of the finished job ``previous``.
+
+        The worker scores it from its query cache, without a model pass, when it still holds that volume
+        and the request changes nothing of the pass; otherwise it runs it as a new job. A worker started
+        since ``previous`` does not know it: then the job is sent with the input path again."""
+        job = JobHandle(previous.input_path, str(out_dir))
+        if self.worker_alive and previous.job_id in self._finished:
+            return self._send(job, lambda: encode_reprompt(job.job_id, previous.job_id, job.out_dir, request))
+        return self._send(job, lambda: encode_job(job.job_id, job.input_path, job.out_dir, request))
+
+    def _send(self, job: JobHandle, line) -> JobHandle:
         if self._job is not None:
             raise UserError("a segmentation is already running; cancel it first")
-        job = JobHandle(str(input_path), str(out_dir))
         if not self.worker_alive:
             self._stop_process()
             self._start_process()
             self._pending.append(RunnerEvent("progress", job.job_id, stage="starting engine", fraction=0.0,
                                              message="loading the model (first run only)"))
         try:
-            self._process.stdin.write(encode_job(job.job_id, job.input_path, job.out_dir, request) + "\n")
+            self._process.stdin.write(line() + "\n")
             self._process.stdin.flush()
         except (OSError, ValueError):
             # The worker died before reading; its closed pipes make poll() report a crash of this job.
@@ -250,6 +266,8 @@ class LocalWorkerRunner(Runner):
         if event.final:
             if event.kind == "error":
                 event.log_tail = self.log_tail()
+            if event.kind == "done":
+                self._finished.add(event.job_id)
             self._job = None
         return [event]
 

@@ -1,6 +1,8 @@
 """The worker's wire format: one JSON object per line, requests on stdin, events on stdout.
 
 Request:  {"id": str, "input": path, "out_dir": path, "request": VolumeRequest.to_dict()}
+Re-prompt:{"id": str, "reprompt_of": id of an earlier job of this worker, "out_dir": path, "request": ...}
+          (the earlier job's volume, scored from the worker's query cache when it still holds it)
 Events:   {"event": "ready", "model", "device"}
           {"event": "progress", "id", "stage", "fraction", "eta_s", "message"}
           {"event": "done", "id", "files": {name: path}, "lesions": [...], "messages": [...]}
@@ -12,7 +14,8 @@ Both ends import this file, so the runner and the worker cannot disagree on it.
 from __future__ import annotations
 
 import json
-from typing import Optional, Tuple
+from dataclasses import dataclass
+from typing import Optional, Tuple, Union
 
 from ..engine.types import SegmentationParams
 from ..errors import UserError
@@ -45,10 +48,23 @@ def encode_job(job_id: str, input_path: str, out_dir: str, request: VolumeReques
                        "request": request.to_dict()})
 
 
-def decode_job(line: str) -> Tuple[str, str, str, VolumeRequest]:
+def encode_reprompt(job_id: str, previous_job_id: str, out_dir: str, request: VolumeRequest) -> str:
+    return json.dumps({"id": job_id, "reprompt_of": previous_job_id, "out_dir": str(out_dir), "request": request.to_dict()})
+
+
+@dataclass(frozen=True)
+class EarlierJob:
+    """The input of a re-prompt line: the volume of the worker's earlier job ``job_id``."""
+
+    job_id: str
+
+
+def decode_job(line: str) -> Tuple[str, Union[str, EarlierJob], str, VolumeRequest]:
+    """(id, input path or ``EarlierJob``, out_dir, request) of a job or re-prompt line."""
     try:
         data = json.loads(line)
-        return str(data["id"]), data["input"], data["out_dir"], request_from_dict(data.get("request") or {})
+        source = EarlierJob(str(data["reprompt_of"])) if "reprompt_of" in data else data["input"]
+        return str(data["id"]), source, data["out_dir"], request_from_dict(data.get("request") or {})
     except (ValueError, KeyError, TypeError) as error:
         raise UserError(f"malformed request line: {error}") from error
 

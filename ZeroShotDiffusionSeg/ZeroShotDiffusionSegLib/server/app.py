@@ -29,6 +29,7 @@ from . import schemas
 from .auth import PRINCIPAL_SCOPE_KEY, BearerAuthMiddleware, TokenStore
 from .jobs import DONE, Executor, Job, JobManager, QueueFull
 from .protocol import PROTOCOL_HEADER, PROTOCOL_VERSION, RESULT_FILES, is_compatible, request_from_json, upload_extension
+from .reprompt import add_reprompt_route
 from .request_errors import one_line, validation_detail
 from .uploads import validate_upload
 
@@ -232,6 +233,7 @@ def create_app(settings: ServerSettings, executors: Sequence[Executor], engine_i
         jobs.delete(job)
         return Response(status_code=204)
 
+    add_reprompt_route(app, jobs, owned_job, status_of, errors, settings.max_voxels)
     return app
 
 

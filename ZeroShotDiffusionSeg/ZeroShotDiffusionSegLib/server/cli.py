@@ -55,9 +55,12 @@ def check_bind(host: str, token_file: Optional[Path]) -> None:
 def build_executor(segmenter):
     """What runs one job: ``run_volume`` with this segmenter, exactly as a local run does."""
     from ..volume import run_volume
+    from ..volume.query_cache import QueryCache
+
+    cache = QueryCache()  # per loaded model copy: a re-prompt on the same executor needs no model pass
 
     def execute(input_path, out_dir, request, progress=None, cancel=None):
-        return run_volume(input_path, out_dir, segmenter, request, progress=progress, cancel=cancel)
+        return run_volume(input_path, out_dir, segmenter, request, progress=progress, cancel=cancel, cache=cache)
 
     return execute
 

@@ -2,7 +2,8 @@
 loaded model copy), in submission order.
 
 Lifecycle of a job's files, all under ``<work_root>/<job id>/``:
-  * ``input<ext>``: the upload; removed as soon as the job ends, whatever the outcome.
+  * ``input<ext>``: the upload; kept with the results of a finished job (so that it can be
+    re-prompted without a new upload, server/reprompt.py), removed at once otherwise.
   * ``out/``: the results; kept ``result_ttl_s`` seconds after a job finished, then
     removed with the job's record. Failed and cancelled jobs keep no files at all.
 Deleting a job removes its record at once and its files as soon as no worker uses them.
@@ -216,8 +217,9 @@ class JobManager:
                 job.lesions = _plain_json(result.lesions)
             self._finish(job, outcome, stage=outcome, error=error)
             remove_all = job.deleted or outcome != DONE
-        # The upload is never kept past its job; outputs only when there is something to fetch.
-        _remove(job.work_dir if remove_all else job.input_path)
+        # Upload and outputs are kept only when there is something to fetch (and to re-prompt).
+        if remove_all:
+            _remove(job.work_dir)
         log.info("job %s %s after %.1f s", job.id, outcome, job.finished_at - job.started_at)
 
     def _progress_of(self, job: Job) -> ProgressCallback:

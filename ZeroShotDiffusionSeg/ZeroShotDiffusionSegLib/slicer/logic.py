@@ -6,10 +6,16 @@ so a run can be driven without the panel. Collaborators are injected: ``runnerFa
 Runner`` (tests pass a stub), ``importerFactory(volume, segmentation, request, presets)`` (the object
 whose ``load(files)`` brings a finished job into the scene). A run is: checks, ``runnerFor``,
 ``exportVolume``, ``submit``; another kind of job can reuse those steps with its own importer.
+
+A prompt run whose only change from the last loaded one is the prompt (same volume, voxels unchanged,
+same engine and settings) is sent as ``runner.rescore(lastJob, ...)``: the worker scores it from the
+query cache of that volume's pass instead of running the model again.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import shutil
 import sys
@@ -40,6 +46,7 @@ class ZeroShotDiffusionSegLogic(ScriptedLoadableModuleLogic):
         self.runnerFactory = runnerFactory or (lambda s: panel.create_runner(s, pythonExecutable(), [MODULE_DIR]))
         self.importerFactory = importerFactory
         self.runner, self.runnerKey, self.pending, self.result, self.workDir, self.jobId = (None,) * 6
+        self.submitted = self.lastRun = None  # (job handle, runKey, (prompt, normal prompt)) of a prompt run
         self.uploadConsent = set()  # server URLs the user agreed to send volumes to, this session
 
     @property
@@ -85,18 +92,44 @@ class ZeroShotDiffusionSegLogic(ScriptedLoadableModuleLogic):
 
     def start(self, p, settings, presets=()):
         """Check the inputs, export the volume and start a segmentation run; returns the job id."""
-        request = panel.build_request(settings)
+        request = withPresetNormal(panel.build_request(settings), presets)
         # The request, not the panel: a point list left selected in prompt mode carries no seeds.
         mrml.check_input_volume(p.inputVolume, bool(request.seeds or request.roi_physical))
         mrml.check_output_segmentation(p.outputSegmentation)
         if p.outputSegmentation:
             mrml.ijk_to_segmentation_matrix(p.inputVolume, p.outputSegmentation)  # refuses non-linear transforms now
         runner = self.runnerFor(settings)
-        inputPath = self.exportVolume(p.inputVolume)
+        rescore = self.canRescore(p.inputVolume, runner, request)
+        inputPath = None if rescore else self.exportVolume(p.inputVolume)
         if not p.outputSegmentation:
             p.outputSegmentation = self.newOutputSegmentation(p.inputVolume)
         importer = self.importerFactory(p.inputVolume, p.outputSegmentation, request, presets)
+        if rescore:
+            return self.submitRescore(runner, request, importer)
         return self.submit(runner, inputPath, request, importer)
+
+    def runRecord(self, job, volume, request):
+        """(job, what a re-score must share with it: volume, voxels' state, every other field; its prompts)."""
+        key = (volume.GetID(), volume.GetImageData().GetMTime() if volume.GetImageData() else None,
+               dataclasses.replace(request, prompt=None, normal_prompt=None))
+        return job, key, (request.prompt, request.normal_prompt)
+
+    def canRescore(self, volume, runner, request):
+        """True when ``request`` differs from the last loaded run only by its prompt (and the runner can re-score)."""
+        if request.mode != "prompt" or self.lastRun is None or not hasattr(runner, "rescore") or not self.workDir:
+            return False
+        job, key, prompts = self.lastRun
+        _, newKey, newPrompts = self.runRecord(None, volume, request)
+        return key == newKey and prompts != newPrompts and os.path.exists(job.input_path)
+
+    def submitRescore(self, runner, request, importer):
+        """Score ``request`` on the last run's volume from the worker's cache; ``loadResult`` as for a run."""
+        self.pending, previous = importer, self.lastRun[0]
+        outDir = os.path.join(self.workDir, f"result-{len(os.listdir(self.workDir))}")
+        job = runner.rescore(previous, outDir, request)
+        self.submitted = self.runRecord(job, importer.volume, request)
+        self.jobId = job.job_id
+        return self.jobId
 
     def newOutputSegmentation(self, volume):
         """A segmentation for the result, under the volume's transform like the volume's other derived data."""
@@ -123,7 +156,9 @@ class ZeroShotDiffusionSegLogic(ScriptedLoadableModuleLogic):
     def submit(self, runner, inputPath, request, importer):
         """Start the job; ``importer.load(files)`` runs when it is done (``loadResult``)."""
         self.pending = importer
-        self.jobId = runner.start(inputPath, os.path.join(self.workDir, "result"), request).job_id
+        job = runner.start(inputPath, os.path.join(self.workDir, "result"), request)
+        self.submitted = self.runRecord(job, importer.volume, request) if hasattr(importer, "volume") else None
+        self.jobId = job.job_id
         return self.jobId
 
     def poll(self):
@@ -131,14 +166,29 @@ class ZeroShotDiffusionSegLogic(ScriptedLoadableModuleLogic):
 
     def loadResult(self, files):
         """Bring the finished job into the scene; on any error the scene is left as it was."""
+        self.lastRun = None
         self.result = self.pending.load(files)
+        self.lastRun = self.submitted  # only a loaded result can be re-scored
         return self.result
+
+    def cacheNote(self, files):
+        """'re-scored from cache in 0.4 s' when the engine answered from its query cache (provenance), else None."""
+        try:
+            with open(files["provenance"], encoding="utf-8") as handle:
+                runtime = json.load(handle)["runtime"]
+            if runtime.get("query_cache") != "memory hit":
+                return None
+            seconds = sum(v for stage, v in runtime["timings_s"].items() if stage != "segment_per_slice")
+        except (KeyError, TypeError, OSError, ValueError, AttributeError):
+            return None
+        return f"re-scored from cache in {seconds:.1f} s"
 
     def cancel(self):
         if self.runner:
             self.runner.cancel()
 
     def removeWorkDir(self):
+        self.lastRun = None  # the last run's input goes with the folder
         if self.workDir:
             shutil.rmtree(self.workDir, ignore_errors=True)
             self.workDir = None
@@ -148,3 +198,12 @@ class ZeroShotDiffusionSegLogic(ScriptedLoadableModuleLogic):
             self.runner.shutdown()
         self.runner, self.runnerKey = None, None
         self.removeWorkDir()
+
+
+def withPresetNormal(request, presets):
+    """A preset's prompt goes with that preset's normal prompt, unless a normal prompt was given."""
+    if request.prompt and request.normal_prompt is None:
+        for preset in presets:
+            if getattr(preset, "normal", None) and preset.prompt.lower() == request.prompt.lower():
+                return dataclasses.replace(request, normal_prompt=preset.normal)
+    return request

@@ -87,6 +87,10 @@ class RunView:
                 for line in event.messages:
                     self.log(line)
                 self.logic.loadResult(event.files)
+                note = self.logic.cacheNote(event.files)
+                if note:
+                    self.log(note)
+                    self.ui.engineStatusLabel.text = f"{self.logic.runner.describe()}; {note}"
                 self.updateResults(resetSlider=True)
             return
         if event.kind == "cancelled":

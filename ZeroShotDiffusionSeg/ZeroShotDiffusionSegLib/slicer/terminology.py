@@ -38,6 +38,7 @@ class PromptPreset:
     region: Optional[Code] = None
     keywords: Tuple[str, ...] = ()
     window: Optional[str] = None  # "WIDTH/LEVEL" suggestion, CT only
+    normal: Optional[str] = None  # the healthy counterpart the prompt is contrasted with (anomaly-aware scoring)
 
 
 def load_presets(path) -> List[PromptPreset]:
@@ -47,7 +48,7 @@ def load_presets(path) -> List[PromptPreset]:
     for entry in data["presets"]:
         region = tuple(entry["region"]) if entry.get("region") else None
         presets.append(PromptPreset(entry["label"], entry["prompt"], region,  # type: ignore[arg-type]
-                                    tuple(entry.get("keywords", ())), entry.get("window")))
+                                    tuple(entry.get("keywords", ())), entry.get("window"), entry.get("normal")))
     return presets
 
 

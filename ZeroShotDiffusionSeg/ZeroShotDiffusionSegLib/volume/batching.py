@@ -102,23 +102,26 @@ class BatchRunner:
         make_image: Callable[[object], np.ndarray],
         on_result: Callable[[object, ImageResult], None],
         prompt: Optional[str] = None,
+        normal_prompt: Optional[str] = None,
+        states: Optional[Dict] = None,
     ) -> None:
         """Segment ``make_image(key)`` for every key, in batches; hand each result to ``on_result(key, result)``.
 
         Images are made and results consumed batch by batch, so memory holds one batch, not the volume.
+        A segmenter with ``capture_states`` (the engine) has the prompt applied to each slice's state:
+        taken from ``states`` when there (a cache hit: no image is made, no pass runs), else captured in
+        one pass and, when ``states`` is given, added to it.
         """
         start = 0
         while start < len(keys):
             check_cancel(self.cancel)
             batch_keys = list(keys[start : start + self.batch_size])
-            images = [make_image(key) for key in batch_keys]
             try:
                 with cancel_scope(self.cancel):  # the engine checks it between images and merging iterations
-                    results = self.segmenter.segment_batch(images, prompt=prompt, params=self.params)
+                    results = self._segment(batch_keys, make_image, prompt, normal_prompt, states)
             except Exception as error:  # noqa: BLE001 - only OOM is handled, everything else re-raised
                 if not is_out_of_memory(error):
                     raise
-                del images
                 release_accelerator_memory()
                 if self.batch_size == 1:
                     raise UserError(
@@ -127,17 +130,34 @@ class BatchRunner:
                 self.batch_size = max(1, self.batch_size // 2)
                 self.out_of_memory_retries += 1
                 continue
-            self.passes += 1
-            self.slices += len(batch_keys)
-            self._add_timings(results)
             for key, result in zip(batch_keys, results):
                 on_result(key, result)
             start += len(batch_keys)
             if self.on_batch is not None:
                 self.on_batch(len(batch_keys))
 
-    def _add_timings(self, chunk_results: List[ImageResult]) -> None:
-        # The engine reports one batch's stage times on every result of that batch: count them once.
-        timings = chunk_results[0].timings if chunk_results else {}
+    def _segment(self, batch_keys, make_image, prompt, normal_prompt, states) -> List[ImageResult]:
+        if not hasattr(self.segmenter, "capture_states"):  # a test stand-in that only segments
+            results = self.segmenter.segment_batch([make_image(key) for key in batch_keys], prompt=prompt, params=self.params)
+            self._count_pass(len(batch_keys), results[0].timings if results else {})
+            return results
+        batch_states = {key: states[key] for key in batch_keys if states is not None and key in states}
+        missing = [key for key in batch_keys if key not in batch_states]
+        if missing:
+            captured = self.segmenter.capture_states([make_image(key) for key in missing], self.params)
+            self._count_pass(len(missing), self.segmenter.last_timings)
+            batch_states.update(zip(missing, captured))
+        results = self.segmenter.score_states([batch_states[key] for key in batch_keys], prompt, normal_prompt, self.params)
+        self._add_timings(self.segmenter.last_timings)
+        if states is not None:
+            states.update(batch_states)
+        return results
+
+    def _count_pass(self, slices: int, timings: Dict[str, float]) -> None:
+        self.passes += 1
+        self.slices += slices
+        self._add_timings(timings)
+
+    def _add_timings(self, timings: Dict[str, float]) -> None:
         for stage, seconds in timings.items():
             self.engine_timings[stage] = self.engine_timings.get(stage, 0.0) + float(seconds)

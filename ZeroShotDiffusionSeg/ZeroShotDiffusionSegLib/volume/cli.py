@@ -121,6 +121,17 @@ def print_summary(result, kind: str) -> None:
     print(f"outputs in {result.out_dir}: {', '.join(path.name for path in result.files.values())}")
 
 
+def query_cache_from_args(args):
+    """The on-disk query cache of --cache-dir (None without it); --cache-mb alone is refused."""
+    from .query_cache import DEFAULT_LIMIT_MB, QueryCache
+
+    if getattr(args, "cache_dir", None) is None:
+        if getattr(args, "cache_mb", None) is not None:
+            raise UserError("--cache-mb bounds --cache-dir; give --cache-dir DIR too")
+        return None
+    return QueryCache(args.cache_mb if args.cache_mb is not None else DEFAULT_LIMIT_MB, args.cache_dir)
+
+
 def run_volume_command(args, request: VolumeRequest, segmenter_factory: Callable[[], object]) -> int:
     """Check the input against the request, load the model, run the pipeline with progress and signal handling."""
     from ..dicom.export import check_dicom_args, write_dicom_args
@@ -130,6 +141,7 @@ def run_volume_command(args, request: VolumeRequest, segmenter_factory: Callable
     with json_outcome(kind):
         check_request(args.input, args.out_dir, request)
         check_dicom_args(args, request)
+        cache = query_cache_from_args(args)
         callback, close = progress_printer(kind)
         cancel = threading.Event()
         try:
@@ -137,7 +149,7 @@ def run_volume_command(args, request: VolumeRequest, segmenter_factory: Callable
                 if callback is not None:
                     callback(ProgressEvent("loading model", 0.0, None, getattr(args, "model", "")))
                 segmenter = segmenter_factory()
-                result = run_volume(args.input, args.out_dir, segmenter, request, progress=callback, cancel=cancel)
+                result = run_volume(args.input, args.out_dir, segmenter, request, progress=callback, cancel=cancel, cache=cache)
                 write_dicom_args(args, result, request)
         finally:
             close()

@@ -7,8 +7,6 @@ MR slice stretched between the volume's 1st and 99th percentile (algorithms.md s
 
 from __future__ import annotations
 
-import functools
-import json
 import re
 from dataclasses import asdict, dataclass
 from typing import Optional, Tuple
@@ -16,7 +14,7 @@ from typing import Optional, Tuple
 import numpy as np
 
 from ..errors import UserError
-from ..resources import resource_path
+from ..prompt_words import ct_window_presets, organ_preset
 
 # CT in Hounsfield units has air near -1000, and scanners pad outside the field of view with
 # -1024, -2000 or -3024; MR and PET intensities are (nearly) never that negative.
@@ -51,12 +49,6 @@ class IntensityChoice:
         return asdict(self)
 
 
-@functools.lru_cache(maxsize=1)
-def ct_window_presets() -> dict:
-    with open(resource_path("Presets", "ct_windows.json"), encoding="utf-8") as handle:
-        return json.load(handle)
-
-
 def _sample(array: np.ndarray) -> np.ndarray:
     flat = array.reshape(-1)
     stride = max(1, flat.size // PERCENTILE_SAMPLE)
@@ -73,13 +65,10 @@ def looks_like_ct(array: np.ndarray) -> bool:
 
 def preset_for_prompt(prompt: Optional[str]) -> Tuple[str, str]:
     """(preset name, why) for a prompt: the preset whose keyword appears earliest in it."""
-    presets = ct_window_presets()
-    words = re.findall(r"[a-z0-9]+", (prompt or "").lower())
-    for word in words:
-        for name, preset in presets["presets"].items():
-            if word in preset["keywords"]:
-                return name, f"prompt word '{word}'"
-    return presets["default"], "no organ word in the prompt" if prompt else "no prompt"
+    name, word = organ_preset(prompt)
+    if word is not None:
+        return name, f"prompt word '{word}'"
+    return name, "no organ word in the prompt" if prompt else "no prompt"
 
 
 def _window_bounds(width: float, level: float) -> Tuple[float, float]:

@@ -21,8 +21,10 @@ from .. import __version__
 from ..errors import UserError
 from ..engine.prompt_length import segmenter_prompt_note
 from ..progress import ProgressCallback, ProgressTracker, check_cancel
+from ..prompt_words import normal_prompt_for
 from . import consolidation, geometry, intensity, io, outputs, sam_refinement
 from .batching import BatchRunner, choose_batch_size
+from .query_cache import cache_fields
 from .request import VolumeRequest, VolumeResult
 from .slicing import SlicePlan, choose_slice_axis
 
@@ -90,7 +92,8 @@ def _consecutive_run(indices: List[int], member: int) -> List[int]:
     return indices[start : end + 1]
 
 
-def _segment_prompt(runner, plan, make_image, segmentable, prompt, shape) -> Tuple[np.ndarray, np.ndarray, float]:
+def _segment_prompt(runner, plan, make_image, segmentable, prompt, normal_prompt, shape,
+                    states=None) -> Tuple[np.ndarray, np.ndarray, float]:
     """(volume-normalised score, segmented-voxel mask, raw volume maximum)."""
     raw_score = np.zeros(shape, dtype=np.float32)
     segmented = np.zeros(shape, dtype=bool)
@@ -99,7 +102,7 @@ def _segment_prompt(runner, plan, make_image, segmentable, prompt, shape) -> Tup
         plan.insert(raw_score, index, result.score_map.astype(np.float32))
         plan.insert(segmented, index, True)
 
-    runner.run(segmentable, make_image, keep, prompt=prompt.strip())
+    runner.run(segmentable, make_image, keep, prompt=prompt.strip(), normal_prompt=normal_prompt, states=states)
     volume_max = float(raw_score.max())
     if volume_max > 0:
         raw_score /= np.float32(volume_max)
@@ -144,7 +147,10 @@ def check_request(input_path, out_dir, request: VolumeRequest, image: Optional[s
 
     ``image``: the volume already read (the server reads an upload with its own checks); else it is read here.
     """
-    sam_refinement.check(request, resolve_mode(request))
+    mode = resolve_mode(request)
+    sam_refinement.check(request, mode)
+    if mode == "prompt":
+        normal_prompt_for(request.prompt, request.normal_prompt)
     with outputs.StagedOutputFolder(out_dir):
         pass  # created and discarded: proves the output folder can be written
     image = io.read_volume(input_path, series_uid=request.series_uid) if image is None else image
@@ -214,11 +220,15 @@ def _prepare(input_path, request: VolumeRequest, mode: str, watch: _Stopwatch, c
     return _Prepared(image, raw, checksum, box, plan, seeds, choice, candidates, segmentable)
 
 
-def _segment(mode: str, runner: BatchRunner, prepared: _Prepared, request: VolumeRequest):
+def _segment(mode: str, runner: BatchRunner, prepared: _Prepared, request: VolumeRequest, segmenter, cache):
     """(selected voxels, score volume, per-slice partition or None, raw prompt-score maximum or None)."""
     plan, shape, segmentable = prepared.plan, prepared.raw.shape, prepared.segmentable
     if mode == "prompt":
-        score, segmented, volume_max = _segment_prompt(runner, plan, prepared.make_image, segmentable, request.prompt, shape)
+        normal_prompt = normal_prompt_for(request.prompt, request.normal_prompt)
+        states = cached_states(cache, prepared, segmenter, request.params)
+        score, segmented, volume_max = _segment_prompt(runner, plan, prepared.make_image, segmentable, request.prompt,
+                                                       normal_prompt, shape, states)
+        store_states(cache, prepared, segmenter, request.params, states)
         return consolidation.prompt_selection(score, request.params.selection_threshold, segmented), score, None, volume_max
     if mode == "unsupervised":
         partition = _segment_partition(runner, plan, prepared.make_image, segmentable, shape)
@@ -227,7 +237,32 @@ def _segment(mode: str, runner: BatchRunner, prepared: _Prepared, request: Volum
     return selected, selected.astype(np.float32), None, None
 
 
-def _provenance(input_path, prepared: _Prepared, segmenter, request, mode, runner, batch_reason, summary, messages, timings):
+def cached_states(cache, prepared: _Prepared, segmenter, params):
+    """The volume's cached states (a hit), an empty dict to fill (a miss), or None without a cache."""
+    if cache is None or not hasattr(segmenter, "capture_states"):
+        return None
+    fields = cache_fields(prepared.checksum, segmenter, params, prepared.plan.axis, prepared.box, prepared.choice,
+                          prepared.segmentable)
+    found = cache.get(fields, segmenter.device)
+    return found if found is not None else {}
+
+
+def store_states(cache, prepared: _Prepared, segmenter, params, states) -> None:
+    if cache is not None and states is not None and cache.last_event == "miss":
+        cache.put(cache_fields(prepared.checksum, segmenter, params, prepared.plan.axis, prepared.box, prepared.choice,
+                               prepared.segmentable), states)
+
+
+def _scoring_message(request: VolumeRequest) -> str:
+    normal_prompt = normal_prompt_for(request.prompt, request.normal_prompt)
+    if normal_prompt is None:
+        return f"prompt '{request.prompt.strip()}': plain prompt score (no normal prompt)"
+    return (f"prompt '{request.prompt.strip()}' against normal prompt '{normal_prompt}' "
+            f"(anomaly-aware, temperature {request.params.anomaly_temperature:g})")
+
+
+def _provenance(input_path, prepared: _Prepared, segmenter, request, mode, runner, batch_reason, summary, messages, timings,
+                cache_event="off"):
     image, segmented = prepared.image, len(prepared.segmentable)
     return {
         "tool": {"name": "zsdseg", "version": __version__},
@@ -265,6 +300,7 @@ def _provenance(input_path, prepared: _Prepared, segmenter, request, mode, runne
             "out_of_memory_retries": runner.out_of_memory_retries,
             "engine_passes": runner.passes,
             "slices_through_engine": runner.slices,
+            "query_cache": cache_event,
             "timings_s": timings,
             "engine_timings_s": runner.engine_timings,
         },
@@ -278,8 +314,12 @@ def run_volume(
     request: VolumeRequest,
     progress: Optional[ProgressCallback] = None,
     cancel: Optional[threading.Event] = None,
+    cache=None,
 ) -> VolumeResult:
-    """Segment a 3-D volume slice by slice and write labels.nrrd, score.nrrd, lesions.csv, provenance.json."""
+    """Segment a 3-D volume slice by slice and write labels.nrrd, score.nrrd, lesions.csv, provenance.json.
+
+    ``cache`` (a ``QueryCache``): in prompt mode the unconditional pass's states are taken from it when
+    it holds this volume (no model pass), else stored in it; the outputs are the same either way."""
     mode = resolve_mode(request)
     sam_refinement.check(request, mode)
     watch = _Stopwatch()
@@ -288,6 +328,8 @@ def run_volume(
         prepared = _prepare(input_path, request, mode, watch, cancel)
         image, count = prepared.image, len(prepared.segmentable)
         messages = [prepared.choice.describe(), prepared.slice_report()]
+        if mode == "prompt":
+            messages.append(_scoring_message(request))
         if mode != "unsupervised":
             messages += [note for note in [segmenter_prompt_note(segmenter, request.prompt)] if note]
         if not count:
@@ -296,13 +338,16 @@ def run_volume(
         tracker = ProgressTracker(progress, count + 2, "segment")
         tracker.update(1, "volume read", stage="read")
 
-        def on_batch(_):
-            tracker.update(1 + runner.slices, f"{runner.slices}/{count} slices")
+        done = [0]
+
+        def on_batch(slices):
+            done[0] += slices
+            tracker.update(1 + done[0], f"{done[0]}/{count} slices")
 
         batch_size, batch_reason = choose_batch_size(segmenter, request.batch_size)
         runner = BatchRunner(segmenter, batch_size, request.params, cancel, on_batch)
         with watch.stage("segment"):
-            selected, score, partition, volume_max = _segment(mode, runner, prepared, request)
+            selected, score, partition, volume_max = _segment(mode, runner, prepared, request, segmenter, cache)
         if request.boundary == "sam":
             with watch.stage("boundary"):
                 selected = sam_refinement.refine_volume(prepared, selected, score, request, cancel, lambda done, total: tracker.update(
@@ -326,8 +371,11 @@ def run_volume(
             io.write_image(io.image_like(score, image), staged.path("score"))
             outputs.write_lesions_csv(lesions, staged.path("lesions"))
         timings = dict(watch.seconds, segment_per_slice=watch.seconds["segment"] / max(runner.slices, 1))
-        summary = {"prompt_raw_score_max": volume_max, "components_dropped_below_min_volume": dropped, "lesions": len(lesions)}
-        provenance = _provenance(input_path, prepared, segmenter, request, mode, runner, batch_reason, summary, messages, timings)
+        summary = {"prompt_raw_score_max": volume_max,
+                   "normal_prompt": normal_prompt_for(request.prompt, request.normal_prompt) if mode == "prompt" else None,
+                   "components_dropped_below_min_volume": dropped, "lesions": len(lesions)}
+        provenance = _provenance(input_path, prepared, segmenter, request, mode, runner, batch_reason, summary, messages, timings,
+                                 cache.last_event if cache is not None else "off")
         outputs.write_json(provenance, staged.path("provenance"))
         check_cancel(cancel)  # last chance: after this the outputs appear
         files = staged.commit()

@@ -12,6 +12,7 @@ from typing import Dict, List, Optional, Tuple
 from ..checked_fields import bounded, check_fields, check_number, Bounds
 from ..engine.types import SegmentationParams
 from ..errors import UserError
+from ..prompt_words import check_normal_prompt
 
 Point3 = Tuple[float, float, float]
 MODES = ("auto", "prompt", "seed", "unsupervised")
@@ -34,6 +35,7 @@ class VolumeRequest:
     """
 
     prompt: Optional[str] = None  # prompt mode when given and no seeds; at most MAX_PROMPT_CHARS
+    normal_prompt: Optional[str] = None  # None: from the prompt's words (prompt_words.py); "none": plain prompt score
     mode: str = "auto"  # "prompt" | "seed" | "unsupervised" | "auto" (seed if seeds, else prompt if prompt)
     seeds: List[Point3] = field(default_factory=list)  # physical points, in `coordinate_space`; at most MAX_SEEDS
     coordinate_space: str = "RAS"  # "RAS" or "LPS", for seeds and a physical ROI
@@ -62,6 +64,13 @@ class VolumeRequest:
                 raise UserError(f"prompt (--prompt) must be text, got {type(self.prompt).__name__}")
             if len(self.prompt) > MAX_PROMPT_CHARS:
                 raise UserError(f"prompt (--prompt) has {len(self.prompt)} characters; at most {MAX_PROMPT_CHARS} are accepted")
+        if self.normal_prompt is not None:
+            if not isinstance(self.normal_prompt, str):
+                raise UserError(f"normal prompt (--normal-prompt) must be text, got {type(self.normal_prompt).__name__}")
+            if len(self.normal_prompt) > MAX_PROMPT_CHARS:
+                raise UserError(f"normal prompt (--normal-prompt) has {len(self.normal_prompt)} characters; "
+                                f"at most {MAX_PROMPT_CHARS} are accepted")
+            check_normal_prompt(self.prompt, self.normal_prompt)
         self.mode = _choice(self.mode, MODES, "mode (--mode)")
         self.axis = _choice(self.axis, AXIS_CHOICES, "axis (--axis)")
         self.boundary = _choice(self.boundary, BOUNDARIES, "boundary (--boundary)")
