@@ -1,0 +1,83 @@
+"""The knobs of the pseudo-healthy refinement (plain data, no torch), validated in one place for the
+CLI, the volume pipeline, the worker and the server.
+
+Defaults are starting points chosen for a CPU-tolerable cost, not tuned on data (there are no
+released DiffuGTS settings to copy; algorithms.md section 3.2):
+
+- ``dilation_mm`` 5: the candidate is grown by 5 mm (pixels for a 2-D image, which has no spacing)
+  so the repainted region holds the whole lesion and a rim of healthy tissue to continue.
+- ``steps`` 15 and ``strength`` 0.7: a 15-step DDIM schedule of which the last int(15 x 0.7) = 10
+  steps run, from the clean latent noised to t ~ 700. Strength 1 would repaint from pure noise;
+  much lower keeps the lesion's own structure in the starting latent.
+- ``guidance`` 5.0: classifier-free guidance scale, toward the normal prompt and away from the
+  negative prompt (the lesion prompt when there is one). Below diffusers' 7.5 because strong
+  guidance pushes an out-of-domain CT slice toward photographic texture.
+- ``seed`` 0: the noise of slice ``key`` comes from ``noise_seed_for(seed, key)``, so a slice gets
+  the same noise whatever batch it lands in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+import numpy as np
+
+from ..errors import UserError
+
+DEFAULT_DILATION_MM = 5.0
+DEFAULT_STRENGTH = 0.7
+DEFAULT_STEPS = 15
+DEFAULT_GUIDANCE = 5.0
+DEFAULT_SEED = 0
+
+
+@dataclass(frozen=True)
+class PseudoHealthyParams:
+    dilation_mm: float = DEFAULT_DILATION_MM
+    strength: float = DEFAULT_STRENGTH
+    steps: int = DEFAULT_STEPS
+    guidance: float = DEFAULT_GUIDANCE
+    seed: int = DEFAULT_SEED
+    normal_prompt: Optional[str] = None  # None: default_normal_prompt(the lesion prompt)
+
+    def __post_init__(self):
+        if not 0.0 <= self.dilation_mm <= 100.0:
+            raise UserError(f"--healthy-dilation must be in 0..100 mm, got {self.dilation_mm}")
+        if not 0.0 < self.strength <= 1.0:
+            raise UserError(f"--healthy-strength must be in (0, 1], got {self.strength}")
+        if not 1 <= self.steps <= 1000:
+            raise UserError(f"--healthy-steps must be in 1..1000, got {self.steps}")
+        if int(self.steps * self.strength) < 1:
+            raise UserError(f"--healthy-steps {self.steps} x --healthy-strength {self.strength} leaves no denoising step; "
+                            "raise either")
+        if not 0.0 <= self.guidance <= 50.0:
+            raise UserError(f"--healthy-guidance must be in 0..50, got {self.guidance}")
+        if not 0 <= self.seed < 2**32:
+            raise UserError(f"--healthy-seed must be in 0..2^32-1, got {self.seed}")
+        if self.normal_prompt is not None and not self.normal_prompt.strip():
+            raise UserError("--normal-prompt is empty")
+
+    @property
+    def denoising_steps(self) -> int:
+        """UNet steps actually run per slice (diffusers' img2img rule: int(steps x strength))."""
+        return min(int(self.steps * self.strength), self.steps)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def noise_seed_for(seed: int, key: int) -> int:
+    """The seed of one slice's noise: a function of (run seed, slice key) only, not of the batching."""
+    return int(np.random.SeedSequence([int(seed), int(key)]).generate_state(1)[0])
+
+
+def default_normal_prompt(prompt: Optional[str]) -> str:
+    """'healthy <organ>' for the organ the prompt names (the same keyword rule that picks the CT window),
+    else 'healthy tissue'. A stop-gap until prompt presets carry their own normal counterpart."""
+    from ..volume.intensity import ct_window_presets, preset_for_prompt
+
+    name, _why = preset_for_prompt(prompt)
+    if name == ct_window_presets()["default"]:
+        return "healthy tissue"
+    return f"healthy {name.replace('_', ' ')}"
