@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from .errors import UserError
+from .healthy_command import add_pseudo_healthy_arguments, image_params, refine_image
 from .image_io import labels_to_png, mask_to_png, read_image, soft_to_png, write_png
 
 MODES = ("auto", "prompt", "seed", "unsupervised")
@@ -67,6 +68,7 @@ def add_arguments(parser) -> None:
     image.add_argument("--heatmap", type=Path, help="soft score map PNG (0..255 = 0..1)")
     image.add_argument("--labels", type=Path, help="label map PNG of all regions (pixel value = region id)")
     add_engine_arguments(parser)
+    add_pseudo_healthy_arguments(parser)
     add_volume_arguments(parser)
     add_remote_arguments(parser)
 
@@ -111,10 +113,13 @@ def run_image(args) -> int:
         if path is not None and not Path(path).resolve().parent.is_dir():
             raise UserError(f"output folder does not exist: {Path(path).resolve().parent}")
     params = params_from_args(args)
+    healthy_params = image_params(args, mode)
     segmenter = segmenter_factory(args)()
     prompt = args.prompt if mode != "unsupervised" and args.prompt and args.prompt.strip() else None
     seeds = [args.seed] if mode == "seed" else None
     result = segmenter.segment_batch([image], prompt=prompt, seeds=seeds, params=params)[0]
+    if healthy_params is not None:
+        refine_image(args, segmenter, image, result, healthy_params, prompt)
     regions = int(result.labels.max()) + 1
     if mode == "unsupervised":
         for path in {path for path in (args.out, args.labels) if path}:

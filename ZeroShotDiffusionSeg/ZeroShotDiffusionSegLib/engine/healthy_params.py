@@ -19,7 +19,7 @@ released DiffuGTS settings to copy; algorithms.md section 3.2):
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Optional
+from typing import Optional, Tuple
 
 import numpy as np
 
@@ -81,3 +81,19 @@ def default_normal_prompt(prompt: Optional[str]) -> str:
     if name == ct_window_presets()["default"]:
         return "healthy tissue"
     return f"healthy {name.replace('_', ' ')}"
+
+
+def prompts_for(lesion_prompt: Optional[str], params: PseudoHealthyParams) -> Tuple[str, str]:
+    """(normal prompt, negative prompt): guidance goes toward the normal prompt and away from the lesion prompt."""
+    lesion_prompt = (lesion_prompt or "").strip()
+    return (params.normal_prompt or default_normal_prompt(lesion_prompt)).strip(), lesion_prompt
+
+
+def inpainter_for(segmenter):
+    """The segmenter's own inpainter when it offers one (test stand-ins), else one on its loaded backbone."""
+    make = getattr(segmenter, "pseudo_healthy_inpainter", None)
+    if make is not None:
+        return make()
+    from .pseudo_healthy import PseudoHealthyInpainter
+
+    return PseudoHealthyInpainter(segmenter.backbone)

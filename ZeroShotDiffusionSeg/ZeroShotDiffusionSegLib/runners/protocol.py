@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from typing import Optional, Tuple
 
+from ..engine.healthy_params import PseudoHealthyParams
 from ..engine.types import SegmentationParams
 from ..errors import UserError
 from ..progress import ProgressEvent
@@ -30,6 +31,8 @@ def request_from_dict(data: dict) -> VolumeRequest:
     values = dict(data)
     if "params" in values and isinstance(values["params"], dict):
         values["params"] = SegmentationParams(**values["params"])
+    if isinstance(values.get("pseudo_healthy"), dict):
+        values["pseudo_healthy"] = PseudoHealthyParams(**values["pseudo_healthy"])
     if "seeds" in values:
         values["seeds"] = [tuple(float(c) for c in seed) for seed in values["seeds"] or []]
     for name, cast in (("roi_physical", float), ("roi_voxels", int)):

@@ -95,6 +95,7 @@ def is_volume_path(path) -> bool:
 
 def request_from_args(args) -> VolumeRequest:
     """The VolumeRequest the options describe (engine options via segment_command's own helper)."""
+    from ..healthy_command import params_from_args as healthy_params_from_args
     from ..segment_command import params_from_args
     from .geometry import ras_to_lps
 
@@ -130,6 +131,7 @@ def request_from_args(args) -> VolumeRequest:
         min_volume_mm3=float(args.min_volume or 0.0),
         binary=bool(args.binary),
         params=params_from_args(args),
+        pseudo_healthy=healthy_params_from_args(args, is_volume=True),
     )
 
 

@@ -21,6 +21,7 @@ from .. import __version__
 from ..errors import UserError
 from ..progress import ProgressCallback, ProgressTracker, check_cancel
 from . import consolidation, geometry, intensity, io, outputs
+from . import healthy as pseudo_healthy
 from .batching import BatchRunner, choose_batch_size
 from .request import VolumeRequest, VolumeResult
 from .slicing import SlicePlan, choose_slice_axis
@@ -143,7 +144,7 @@ def _segment_seeds(runner, plan, make_image, segmentable, seeds, shape, batch_si
 
 def check_request(input_path, out_dir, request: VolumeRequest) -> None:
     """Every input error ``run_volume`` would raise, found without a model: call it before a slow model load."""
-    resolve_mode(request)
+    pseudo_healthy.check_request(request, resolve_mode(request))
     with outputs.StagedOutputFolder(out_dir):
         pass  # created and discarded: proves the output folder can be written
     image = io.read_volume(input_path)
@@ -276,7 +277,8 @@ def run_volume(
         if not count:
             raise UserError("no slice inside the ROI holds anything but air or a constant value; nothing to segment")
 
-        tracker = ProgressTracker(progress, count + 2, "segment")
+        reserved = pseudo_healthy.progress_units(request, count)  # the bar's share of --pseudo-healthy; 0 without
+        tracker = ProgressTracker(progress, count + 2 + reserved, "segment")
         tracker.update(1, "volume read", stage="read")
 
         def on_batch(_):
@@ -287,6 +289,12 @@ def run_volume(
         with watch.stage("segment"):
             selected, score, partition, volume_max = _segment(mode, runner, prepared, request)
         check_cancel(cancel)
+        healthy_summary = None
+        if request.pseudo_healthy is not None:
+            with watch.stage("pseudo_healthy"):
+                selected, healthy_summary = pseudo_healthy.refine_volume(
+                    prepared, selected, request, segmenter, runner.batch_size, staged, messages, progress, cancel,
+                    span=((count + 1) / (count + 2 + reserved), (count + 1 + reserved) / (count + 2 + reserved)))
         with watch.stage("consolidate"):
             labels, dropped = consolidation.number_lesions(selected, float(np.prod(image.GetSpacing())), request.min_volume_mm3)
             lesions = consolidation.lesion_table(labels, score, image, choose_slice_axis(image.GetDirection(), "axial"))
@@ -295,7 +303,7 @@ def run_volume(
         else:
             small = f"; {dropped} smaller than {request.min_volume_mm3:g} mm3 dropped" if dropped else ""
             messages.append(f"{len(lesions)} lesion(s){small}")
-        tracker.update(count + 1, messages[-1], stage="consolidate")
+        tracker.update(count + 1 + reserved, messages[-1], stage="consolidate")
         check_cancel(cancel)
         with watch.stage("write"):
             label_array = partition if partition is not None else labels
@@ -307,8 +315,10 @@ def run_volume(
         timings = dict(watch.seconds, segment_per_slice=watch.seconds["segment"] / max(runner.slices, 1))
         summary = {"prompt_raw_score_max": volume_max, "components_dropped_below_min_volume": dropped, "lesions": len(lesions)}
         provenance = _provenance(input_path, prepared, segmenter, request, mode, runner, batch_reason, summary, messages, timings)
+        if healthy_summary is not None:
+            provenance["pseudo_healthy"] = healthy_summary
         outputs.write_json(provenance, staged.path("provenance"))
         check_cancel(cancel)  # last chance: after this the outputs appear
         files = staged.commit()
-    tracker.update(count + 2, "outputs written", stage="done")
+    tracker.update(count + 2 + reserved, "outputs written", stage="done")
     return VolumeResult(staged.out_dir, files, lesions, timings, messages)

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+from ..engine.healthy_params import PseudoHealthyParams
 from ..engine.types import SegmentationParams
 
 Point3 = Tuple[float, float, float]
@@ -26,9 +27,13 @@ class VolumeRequest:
     min_volume_mm3: float = 0.0
     binary: bool = False
     params: SegmentationParams = field(default_factory=SegmentationParams)
+    pseudo_healthy: Optional[PseudoHealthyParams] = None  # refine the selection from a counterfactual when given
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        if data["pseudo_healthy"] is None:  # absent, not null: a peer without the option still reads the request
+            del data["pseudo_healthy"]
+        return data
 
 
 @dataclass
