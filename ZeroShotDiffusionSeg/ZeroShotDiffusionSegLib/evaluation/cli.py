@@ -20,7 +20,7 @@ import numpy as np
 
 from ..engine.types import SegmentationParams
 from ..errors import UserError
-from . import baselines, layouts, report
+from . import baselines, healthy_column, layouts, report
 from .metrics import case_metrics
 from .oracle import greedy_union, hungarian_segment, per_slice_unique
 from .seeding import seed_at_centroid
@@ -50,6 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N cases (natural order)")
     parser.add_argument("--out", default="zsdseg-eval", help="output folder for report.md, results.json, overlays/")
     parser.add_argument("--no-overlays", action="store_true", help="do not write an overlay PNG per case")
+    healthy_column.add_arguments(parser)
 
 
 def _file_name(name: str) -> str:
@@ -149,6 +150,7 @@ def evaluate_case(case, segmenter, args, params, out_dir: Path) -> dict:
         else:
             model_predictions, model_details = _model_predictions_2d(segmenter, image, truth, seed, args.selection, args.prompt, params)
         predictions.update(model_predictions)
+        predictions.update(healthy_column.predictions(args, segmenter, image, predictions["deployed"], is_volume))
     if not args.no_baselines:
         predictions.update(_baseline_predictions(image, seed, is_volume, args.kmeans_clusters))
     metrics = {mode: case_metrics(prediction, truth, loaded.spacing) for mode, prediction in predictions.items()}
@@ -201,7 +203,8 @@ def run(args) -> int:
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     segmenter = _load_segmenter(args) if args.model else None
-    modes = (list(MODEL_MODES) if segmenter is not None else []) + ([] if args.no_baselines else list(baselines.BASELINES))
+    modes = (list(MODEL_MODES) if segmenter is not None else []) + healthy_column.modes(args, segmenter) + (
+        [] if args.no_baselines else list(baselines.BASELINES))
 
     records = []
     for case in tqdm(cases, desc="zsdseg eval", unit="case", file=sys.stderr):
