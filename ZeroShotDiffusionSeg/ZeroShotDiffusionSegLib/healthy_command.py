@@ -15,12 +15,14 @@ IMAGE_OUTPUTS = ("healthy_out", "residual_out")
 
 
 def add_pseudo_healthy_arguments(parser) -> None:
-    group = parser.add_argument_group("pseudo-healthy refinement (training-free DiffuGTS-style; slow: many UNet steps per slice)")
+    group = parser.add_argument_group(
+        "pseudo-healthy refinement (training-free DiffuGTS-style; slow: many UNet steps per slice)")
     group.add_argument("--pseudo-healthy", action="store_true",
                        help="refine the selected lesion: repaint it as healthy tissue with the same model and keep what "
                             "differs (volumes also write healthy.nrrd and residual.nrrd)")
     group.add_argument("--healthy-dilation", type=float, default=defaults.DEFAULT_DILATION_MM, metavar="MM",
-                       help=f"grow the candidate by this much before repainting; pixels for a 2-D image (default {defaults.DEFAULT_DILATION_MM:g})")
+                       help="grow the candidate by this much before repainting; pixels for a 2-D image "
+                            f"(default {defaults.DEFAULT_DILATION_MM:g})")
     group.add_argument("--healthy-strength", type=float, default=defaults.DEFAULT_STRENGTH,
                        help=f"noise level the repaint starts from, 0..1 (default {defaults.DEFAULT_STRENGTH:g})")
     group.add_argument("--healthy-steps", type=int, default=defaults.DEFAULT_STEPS,

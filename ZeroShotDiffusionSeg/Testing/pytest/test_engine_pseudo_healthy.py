@@ -52,11 +52,13 @@ def test_outside_the_region_every_step_latent_is_the_original_noised_with_the_sa
     noise = randn_tensor(clean.shape, generator=[torch.Generator("cpu").manual_seed(noise_seed_for(7, k)) for k in keys])
     timesteps = inpainter.pipeline.scheduler.timesteps[-len(steps):]
     latent_side = clean.shape[-1]
-    repainted = torch.stack([torch.nn.functional.interpolate(inpainter.latent_region(fit, region)[None], size=latent_side)[0, 0]
-                             for fit, region in zip(fits, regions)]).bool()
+    repainted = torch.stack([
+        torch.nn.functional.interpolate(inpainter.latent_region(fit, region)[None], size=latent_side)[0, 0]
+        for fit, region in zip(fits, regions)]).bool()
     assert 0 < repainted.float().mean() < 0.2
     for step, latents in enumerate(steps):
-        expected = clean if step == len(steps) - 1 else inpainter.pipeline.scheduler.add_noise(clean, noise, timesteps[step + 1:step + 2])
+        last = step == len(steps) - 1
+        expected = clean if last else inpainter.pipeline.scheduler.add_noise(clean, noise, timesteps[step + 1:step + 2])
         for image in range(len(images)):
             outside = ~repainted[image]
             assert torch.equal(latents[image][:, outside], expected[image][:, outside])  # exactly, bit for bit
@@ -78,7 +80,8 @@ def test_healthy_image_equals_the_input_outside_the_region_and_the_seed_fixes_it
     regions = [disc((96, 128), (50, 70), 15)]
     first = inpainter.repaint(images, regions, [5], "healthy liver", "", FAST)[0]
     again = inpainter.repaint(images, regions, [5], "healthy liver", "", FAST)[0]
-    other_seed = inpainter.repaint(images, regions, [5], "healthy liver", "", PseudoHealthyParams(**{**FAST.to_dict(), "seed": 8}))[0]
+    other_params = PseudoHealthyParams(**{**FAST.to_dict(), "seed": 8})
+    other_seed = inpainter.repaint(images, regions, [5], "healthy liver", "", other_params)[0]
     other_key = inpainter.repaint(images, regions, [6], "healthy liver", "", FAST)[0]
     assert first.shape == images[0].shape and first.dtype == np.float32 and 0 <= first.min() and first.max() <= 1
     np.testing.assert_array_equal(first[~regions[0]], images[0][~regions[0]])  # pasted: bound 0
@@ -151,7 +154,8 @@ def test_refinement_recovers_the_lesion_from_a_rough_candidate(inpainter, rough)
 
 def test_a_counterfactual_that_changes_nothing_gives_an_empty_mask(inpainter):
     image, _clean, lesion, _centre, _radius = lesion_case()
-    result = refine_batch(StandInInpainter(inpainter, image), [image], [lesion], [0], PseudoHealthyParams(), "healthy liver")[0]
+    unchanged = StandInInpainter(inpainter, image)
+    result = refine_batch(unchanged, [image], [lesion], [0], PseudoHealthyParams(), "healthy liver")[0]
     assert not result.mask.any() and not result.residual.any()
 
 

@@ -32,6 +32,8 @@ NORMALISING_PERCENTILE = 99.0
 # cosine distance of 1e-3 (identical inputs give ~1e-7 through float arithmetic).
 SMALLEST_PIXEL_CHANGE = 1.0 / 255.0
 SMALLEST_FEATURE_CHANGE = 1e-3
+RULE = ("fused residual = 0.5 pixel + 0.5 VAE-feature residual, each / its 99th percentile inside the candidate grown by "
+        "dilation_mm; refined lesion = above Otsu inside that region, face-connected pieces overlapping the candidate")
 
 
 @dataclass

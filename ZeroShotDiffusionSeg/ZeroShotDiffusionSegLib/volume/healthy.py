@@ -78,7 +78,7 @@ def counterfactual_volume(prepared, selected: np.ndarray, request, segmenter, ba
                           span: tuple = (0.0, 1.0)) -> HealthyVolume:
     """Repaint every slice's grown selection, refine it, and assemble the two output volumes."""
     from ..engine.healthy_params import inpainter_for, prompts_for
-    from ..engine.residuals import refine_batch
+    from ..engine.residuals import RULE, refine_batch
 
     params = request.pseudo_healthy
     plan, choice, image = prepared.plan, prepared.choice, prepared.image
@@ -117,8 +117,7 @@ def counterfactual_volume(prepared, selected: np.ndarray, request, segmenter, ba
         "scheduler": "DDIMScheduler (eta 0) from the backbone's scheduler config",
         "denoising_steps_per_slice": steps, "slices_repainted": len(slices),
         "voxels_selected_before": int(selected.sum()), "voxels_selected_after": int(refined.sum()),
-        "rule": "fused residual (0.5 pixel + 0.5 VAE-feature, each / its 99th percentile in the region) above Otsu "
-                "inside the candidate grown by dilation_mm, face-connected pieces overlapping the candidate",
+        "rule": RULE,
     }
     return HealthyVolume(refined, healthy, residual, summary)
 
