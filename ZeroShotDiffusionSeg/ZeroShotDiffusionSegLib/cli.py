@@ -12,6 +12,7 @@ from .errors import Cancelled, UserError
 
 SUBCOMMANDS = {
     "segment": ("ZeroShotDiffusionSegLib.segment_command", "Segment a 2-D image or a 3-D volume."),
+    "batch": ("ZeroShotDiffusionSegLib.cohort.cli", "Segment a cohort of volumes (CSV manifest or folder), resumable, optionally on Ray."),
     "worker": ("ZeroShotDiffusionSegLib.worker", "Serve requests on stdin/stdout with a warm model (used by Slicer)."),
     "serve": ("ZeroShotDiffusionSegLib.server.cli", "Serve the engine over HTTP for remote clients."),
     "eval": ("ZeroShotDiffusionSegLib.evaluation.cli", "Evaluate accuracy on images or volumes with ground truth."),
@@ -19,9 +20,17 @@ SUBCOMMANDS = {
 }
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """argparse with the product's error form: one line ``zsdseg: error: ...``, exit 2 (no usage block)."""
+
+    def error(self, message):
+        hint = f" (see '{self.prog} --help')"
+        self.exit(2, f"zsdseg: error: {message}{hint}\n")
+
+
 def build_parser(command=None) -> argparse.ArgumentParser:
     """Only the chosen subcommand's module is imported: ``--help`` stays fast and torch-free."""
-    parser = argparse.ArgumentParser(prog="zsdseg", description="Zero-shot lesion segmentation from diffusion-model attention.")
+    parser = OneLineErrorParser(prog="zsdseg", description="Zero-shot lesion segmentation from diffusion-model attention.")
     parser.add_argument("--version", action="version", version=f"zsdseg {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, help_text) in SUBCOMMANDS.items():

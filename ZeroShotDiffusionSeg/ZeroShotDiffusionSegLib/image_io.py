@@ -11,22 +11,42 @@ import numpy as np
 from .errors import UserError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+# The engine scales every image to 512 x 512; a larger limit would only let a small file that
+# decompresses to gigabytes (a decompression bomb) take the memory. 8192 x 8192 pixels.
+MAX_IMAGE_PIXELS = 8192 * 8192
+
+
+def _too_many_pixels(path: Path, pixels) -> UserError:
+    count = f"{pixels} pixels" if pixels is not None else "more pixels than Pillow will open"
+    return UserError(f"{path} has {count}; at most {MAX_IMAGE_PIXELS} ({MAX_IMAGE_PIXELS // 8192} x 8192) are accepted, "
+                     "as a guard against decompression bombs: downscale the image first")
 
 
 def read_image(path) -> np.ndarray:
     """(H, W) grayscale or (H, W, 3) RGB float32 in [0, 1]; 16-bit and float images are scaled, alpha dropped."""
+    import re
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
     if not path.exists():
         raise UserError(f"no such file: {path}")
     try:
-        with Image.open(path) as image:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused below with our own limit
+            opened = Image.open(path)
+        with opened as image:
+            if image.width * image.height > MAX_IMAGE_PIXELS:  # from the header, before decoding
+                raise _too_many_pixels(path, image.width * image.height)
             image.load()
             mode = image.mode
             if mode in ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV", "RGBA", "LA", "1"):
                 image = image.convert("L" if mode in ("LA", "1") else "RGB")
             array = np.asarray(image)
+    except Image.DecompressionBombError as error:  # over Pillow's own hard limit: it gives the count in words only
+        found = re.search(r"\((\d+) pixels\)", str(error))
+        raise _too_many_pixels(path, int(found.group(1)) if found else None) from None
     except (UnidentifiedImageError, OSError) as error:
         raise UserError(f"{path} is not an image that can be read (PNG, JPEG, BMP, TIFF): {error}") from None
     if array.ndim not in (2, 3) or array.size == 0:
@@ -50,6 +70,10 @@ def write_png(path, array: np.ndarray) -> None:
     handle, temporary = tempfile.mkstemp(suffix=".png", dir=path.parent)
     os.close(handle)
     try:
+        # mkstemp makes the file private (0600); the user's umask decides, as for the volume outputs.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)
         Image.fromarray(array).save(temporary, format="PNG")
         os.replace(temporary, path)
     except BaseException:
@@ -66,5 +90,7 @@ def soft_to_png(soft: np.ndarray) -> np.ndarray:
 
 
 def labels_to_png(labels: np.ndarray) -> np.ndarray:
-    """Segment ids as pixel values (uint8 when they fit, else uint16), so programs can read them back."""
-    return labels.astype(np.uint8 if labels.max() < 256 else np.uint16)
+    """Segment ids 0..K-1 as pixel values 1..K (uint8 when they fit, else uint16), numbered from 1 as the volume's
+    labels.nrrd, so that no region is written as 0 (black, "nothing") and programs can read the ids back."""
+    numbered = labels.astype(np.int64) + 1
+    return numbered.astype(np.uint8 if numbered.max() < 256 else np.uint16)

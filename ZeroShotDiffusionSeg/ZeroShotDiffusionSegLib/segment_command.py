@@ -1,49 +1,17 @@
-"""``zsdseg segment``: one command for 2-D images, 3-D volumes, and a remote server."""
+"""``zsdseg segment``: one command for 2-D images, 3-D volumes, and a remote server.
+
+The command runs in one direction: the options are parsed (``segment_options``), turned into a
+validated request (``segment_request``, ``SegmentationParams``, ``VolumeRequest``) and checked
+against the input, all before any model loads; then the request runs here (2-D image), in
+``volume.cli`` (a local volume) or in ``server.remote_command`` (a volume on a server).
+"""
 
 from __future__ import annotations
 
-import argparse
 import sys
-from pathlib import Path
 
 from .errors import UserError
-from .healthy_command import add_pseudo_healthy_arguments, image_params, refine_image
-from .image_io import labels_to_png, mask_to_png, read_image, soft_to_png, write_png
-
-MODES = ("auto", "prompt", "seed", "unsupervised")
-
-
-def parse_pixel_seed(text: str):
-    try:
-        x, y = (int(round(float(part))) for part in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"a seed is X,Y in pixels (column,row), got '{text}'") from None
-    return x, y
-
-
-def add_engine_arguments(parser) -> None:
-    """Model and algorithm options shared by every command that runs the engine."""
-    from .engine.backbone import DEFAULT_MODEL
-
-    group = parser.add_argument_group("model and algorithm")
-    group.add_argument("--model", default=DEFAULT_MODEL, help=f"hub id, local diffusers folder, or random:tiny|sd15|sd21base (default {DEFAULT_MODEL})")
-    group.add_argument("--device", default="auto", help="auto (GPU if visible), cpu, cuda, cuda:N")
-    group.add_argument("--dtype", default="auto", choices=["auto", "fp32", "fp16", "bf16"], help="auto: fp16 on GPU, fp32 on CPU")
-    group.add_argument("--kl-threshold", type=float, default=1.1, help="merging threshold tau: lower gives more, smaller regions (default 1.1)")
-    group.add_argument("--grid-points", type=int, default=16, help="anchor grid M x M (default 16)")
-    group.add_argument("--iterations", type=int, default=3, help="merging iterations (default 3)")
-    group.add_argument("--refine", action="store_true", help="K-means refinement of the merged regions")
-    group.add_argument("--timestep", type=int, default=300, help="diffusion timestep of the single UNet pass (default 300)")
-    group.add_argument("--noise-seed", type=int, default=None, help="add seeded noise at the timestep (default: clean latent, as DiffSeg)")
-    group.add_argument("--selection-threshold", type=float, default=0.5, help="prompt mode: keep regions scoring at least this fraction of the best (default 0.5)")
-
-
-def params_from_args(args):
-    from .engine.types import SegmentationParams
-
-    return SegmentationParams(kl_threshold=args.kl_threshold, grid_points=args.grid_points, iterations=args.iterations,
-                              refine=args.refine, timestep=args.timestep, noise_seed=args.noise_seed,
-                              selection_threshold=args.selection_threshold)
+from .segment_options import add_arguments  # noqa: F401  (the subcommand's options, for cli.py)
 
 
 def segmenter_factory(args):
@@ -55,25 +23,37 @@ def segmenter_factory(args):
     return load
 
 
-def add_arguments(parser) -> None:
-    from .server.remote_command import add_remote_arguments
-    from .volume.cli import add_volume_arguments
+def run(args, load_segmenter=None) -> int:
+    """``load_segmenter``: a callable returning a segmenter (default: the model named by --model)."""
+    from .segment_request import params_from_args, refuse_image_options, volume_request_from_args
+    from .volume.cli import is_volume_path
 
-    parser.add_argument("input", type=Path, help="2-D image (PNG, JPEG, BMP, TIFF) or volume (NRRD, NIfTI, MHA/MHD, DICOM folder)")
-    parser.add_argument("--prompt", help='what to segment, e.g. "liver tumor"')
-    parser.add_argument("--mode", choices=MODES, default="auto", help="auto: seed if seeds are given, else prompt")
-    image = parser.add_argument_group("2-D images")
-    image.add_argument("--seed", action="append", type=parse_pixel_seed, default=[], metavar="X,Y", help="pixel (column,row) inside the lesion; repeatable")
-    image.add_argument("--out", type=Path, help="mask PNG (0/255); the label map in unsupervised mode")
-    image.add_argument("--heatmap", type=Path, help="soft score map PNG (0..255 = 0..1)")
-    image.add_argument("--labels", type=Path, help="label map PNG of all regions (pixel value = region id)")
-    add_engine_arguments(parser)
-    add_pseudo_healthy_arguments(parser)
-    add_volume_arguments(parser)
-    add_remote_arguments(parser)
+    load_segmenter = load_segmenter or segmenter_factory(args)
+    if getattr(args, "server", None):
+        from .server.protocol import check_server_url
+
+        check_server_url(args.server)
+        if getattr(args, "boundary", "none") != "none":
+            raise UserError("--boundary sam runs on this machine only; drop --server, or use --boundary none")
+    if not is_volume_path(args.input):
+        if getattr(args, "server", None):
+            raise UserError(f"the server segments volumes (NRRD, NIfTI, MHA/MHD, DICOM folder); {args.input.name} is a 2-D image: "
+                            "leave out --server to segment it here")
+        return run_image(args, params_from_args(args), load_segmenter)
+    refuse_image_options(args)
+    request = volume_request_from_args(args)
+    if getattr(args, "server", None):
+        from .dicom.export import refuse_remote_dicom
+        from .server.remote_command import run_remote_segment
+
+        refuse_remote_dicom(args)
+        return run_remote_segment(args, request)
+    from .volume.cli import run_volume_command
+
+    return run_volume_command(args, request, load_segmenter)
 
 
-def resolve_mode(mode: str, prompt, seeds) -> str:
+def resolve_image_mode(mode: str, prompt, seeds) -> str:
     if mode == "auto":
         if seeds:
             return "seed"
@@ -87,45 +67,44 @@ def resolve_mode(mode: str, prompt, seeds) -> str:
     return mode
 
 
-def run(args) -> int:
-    from .server.remote_command import run_remote_segment
-    from .volume.cli import is_volume_path, run_volume_command
-
-    if getattr(args, "server", None):
-        return run_remote_segment(args)
-    if is_volume_path(args.input):
-        return run_volume_command(args, segmenter_factory(args))
-    return run_image(args)
-
-
-def run_image(args) -> int:
+def run_image(args, params, load_segmenter) -> int:
+    """A 2-D image: every check (options, outputs, seeds) before the model loads, then one engine call."""
+    from .engine.prompt_length import segmenter_prompt_note
+    from .boundary_command import check_image_boundary, refine_image_mask
     from .engine.selection import validate_seeds
+    from .healthy_command import image_params, refine_image
+    from .image_io import labels_to_png, mask_to_png, read_image, soft_to_png, write_png
+    from .segment_request import check_image_outputs, refuse_volume_options
 
-    image = read_image(args.input)
-    mode = resolve_mode(args.mode, args.prompt, args.seed)
-    height, width = image.shape[:2]
-    validate_seeds(args.seed, width, height)  # before the slow model load
+    refuse_volume_options(args, args.mode)
+    mode = resolve_image_mode(args.mode, args.prompt, args.seed)
     if mode == "unsupervised" and not (args.out or args.labels):
         raise UserError("unsupervised mode needs --out or --labels for the label map")
     if mode != "unsupervised" and not args.out:
         raise UserError("give --out mask.png for the mask")
-    for path in (args.out, args.heatmap, args.labels):
-        if path is not None and not Path(path).resolve().parent.is_dir():
-            raise UserError(f"output folder does not exist: {Path(path).resolve().parent}")
-    params = params_from_args(args)
+    check_image_outputs(args)
+    image = read_image(args.input)
+    height, width = image.shape[:2]
+    seeds = list(args.seed)
+    validate_seeds(seeds, width, height)
+    check_image_boundary(args, mode)
     healthy_params = image_params(args, mode)
-    segmenter = segmenter_factory(args)()
+    segmenter = load_segmenter()
     prompt = args.prompt if mode != "unsupervised" and args.prompt and args.prompt.strip() else None
-    seeds = [args.seed] if mode == "seed" else None
-    result = segmenter.segment_batch([image], prompt=prompt, seeds=seeds, params=params)[0]
-    if healthy_params is not None:
-        refine_image(args, segmenter, image, result, healthy_params, prompt)
+    note = segmenter_prompt_note(segmenter, prompt)
+    if note:
+        print(f"zsdseg: note: {note}", file=sys.stderr)
+    result = segmenter.segment_batch([image], prompt=prompt, seeds=[seeds] if mode == "seed" else None, params=params)[0]
     regions = int(result.labels.max()) + 1
     if mode == "unsupervised":
         for path in {path for path in (args.out, args.labels) if path}:
             write_png(path, labels_to_png(result.labels))
         print(f"{regions} regions -> {args.out or args.labels}")
     else:
+        if args.boundary == "sam":
+            result.mask = refine_image_mask(args, image, result, seeds if mode == "seed" else None)
+        if healthy_params is not None:  # after the boundary: the counterfactual repaints the final candidate
+            refine_image(args, segmenter, image, result, healthy_params, prompt)
         write_png(args.out, mask_to_png(result.mask))
         chosen = len(set(result.labels[result.mask].tolist()))
         print(f"mask: {int(result.mask.sum())} pixels ({100.0 * result.mask.mean():.1f}%), {chosen} of {regions} regions -> {args.out}")

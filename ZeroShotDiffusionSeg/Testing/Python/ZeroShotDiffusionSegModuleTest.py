@@ -1,9 +1,10 @@
 """Self-test inside 3D Slicer: the panel's logic end to end with a stub runner (no torch, no model).
 
-A sample volume is made oblique, exported by the logic, "segmented" by a stub that writes a known
-labelmap and score map on the input's grid (as the engine does), and imported. The test checks
+A synthetic oblique, anisotropic volume is exported by the logic, "segmented" by a stub that writes a
+known labelmap and score map on the input's grid (as the engine does), and imported. The test checks
 segment names and terminology, that every voxel lands where the stub put it (geometry), the live
-threshold, and undo. Registered with slicer_add_python_unittest; needs SampleData (downloads MRHead).
+threshold, and undo. Registered with slicer_add_python_unittest; the same cases run headless against
+real MRML in Testing/mrml/test_module_self_test.py. Needs no download.
 """
 
 import os
@@ -15,11 +16,13 @@ import slicer
 import vtk
 from slicer.ScriptedLoadableModule import ScriptedLoadableModuleTest
 
+from ZeroShotDiffusionSegLib.resources import resource_path
 from ZeroShotDiffusionSegLib.runners.base import JobHandle, Runner, RunnerEvent
 from ZeroShotDiffusionSegLib.slicer.terminology import load_presets
 
-LESION_1 = (slice(60, 70), slice(100, 130), slice(100, 130))  # numpy (k, j, i), score 0.9
-LESION_2 = (slice(60, 62), slice(20, 24), slice(20, 24))  # score 0.6: disappears above 0.6
+SHAPE = (24, 64, 56)  # numpy (k, j, i)
+LESION_1 = (slice(6, 14), slice(10, 40), slice(12, 42))  # numpy (k, j, i), score 0.9
+LESION_2 = (slice(18, 20), slice(50, 54), slice(4, 8))  # score 0.6: disappears above 0.6
 
 
 class StubRunner(Runner):
@@ -76,21 +79,21 @@ class ZeroShotDiffusionSegModuleTest(ScriptedLoadableModuleTest):
             test()
 
     def makeObliqueVolume(self):
-        import SampleData
-
-        volume = SampleData.downloadSample("MRHead")
+        """A head-sized scalar volume with rotated axes and anisotropic spacing (no download needed)."""
+        volume = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "oblique")
+        values = (np.arange(np.prod(SHAPE)).reshape(SHAPE) % 251).astype(np.int16)
+        slicer.util.updateVolumeFromArray(volume, values)
+        volume.SetSpacing(0.9, 0.7, 3.0)
+        volume.SetOrigin(-25.0, 30.0, -12.0)
         rotation = vtk.vtkTransform()
         rotation.RotateWXYZ(25, 0.3, 0.2, 0.9)
-        directions, oblique = vtk.vtkMatrix4x4(), vtk.vtkMatrix4x4()
-        volume.GetIJKToRASDirectionMatrix(directions)
-        vtk.vtkMatrix4x4.Multiply4x4(rotation.GetMatrix(), directions, oblique)
-        volume.SetIJKToRASDirectionMatrix(oblique)
+        volume.SetIJKToRASDirectionMatrix(rotation.GetMatrix())
+        volume.CreateDefaultDisplayNodes()
         return volume
 
     def runToDone(self, logic, parameters):
         settings = logic.settingsFrom(parameters)
-        presets = load_presets(os.path.join(os.path.dirname(slicer.modules.zeroshotdiffusionseg.path),
-                                            "Resources", "Presets", "prompts.json"))
+        presets = load_presets(resource_path("Presets", "prompts.json"))
         logic.start(parameters, settings, presets)
         events = logic.poll()
         self.assertEqual([e.kind for e in events], ["progress", "done"])
@@ -115,7 +118,9 @@ class ZeroShotDiffusionSegModuleTest(ScriptedLoadableModuleTest):
         ids = logic.result.segment_ids
         names = [segmentation.GetSegment(i).GetName() for i in ids]
         self.assertEqual(names, ["brain tumor 1", "brain tumor 2"])
-        terminology = segmentation.GetSegment(ids[0]).GetTag(segmentation.GetSegment(ids[0]).GetTerminologyEntryTagName())
+        segment, terminology = segmentation.GetSegment(ids[0]), vtk.mutable("")
+        self.assertTrue(segment.GetTag(segment.GetTerminologyEntryTagName(), terminology))
+        terminology = str(terminology)
         self.assertIn("SCT^108369006^Neoplasm", terminology)
         self.assertIn("SCT^12738006^Brain", terminology)
         # Geometry: each voxel is where the stub wrote it, on the oblique input grid.

@@ -37,6 +37,7 @@ def test_prompt_mode_writes_mask_heatmap_and_labels_at_input_size(lesion_png, tm
     assert mask.shape == heatmap.shape == regions.shape == (90, 130)
     assert set(np.unique(mask)) <= {0, 255} and heatmap.max() == 255
     assert np.array_equal(mask == 255, heatmap >= 128)  # the mask is the heat map at the selection threshold
+    assert regions.min() == 1  # regions are numbered from 1, as in a volume's labels.nrrd: none is black
     assert "mask:" in capsys.readouterr().out
 
 
@@ -58,7 +59,7 @@ def test_seed_and_unsupervised_modes(lesion_png, tmp_path):
     (["IMAGE", "--prompt", "x"], "give --out"),
     (["IMAGE", "--prompt", "x", "--out", "m.png", "--model", "nobody/nothing"], "not in the Hugging Face cache"),
     (["IMAGE", "--prompt", "x", "--out", "no/such/dir/m.png"], "output folder does not exist"),
-    (["IMAGE", "--prompt", "x", "--out", "m.png", "--kl-threshold", "-1"], "KL threshold must be positive"),
+    (["IMAGE", "--prompt", "x", "--out", "m.png", "--kl-threshold", "-1"], r"KL threshold \(kl_threshold, --kl-threshold\) must be in \(0, 100\], got -1"),
 ])
 def test_bad_input_gives_one_line_and_nonzero_exit(arguments, message, lesion_png, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)

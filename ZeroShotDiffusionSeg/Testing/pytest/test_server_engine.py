@@ -75,7 +75,8 @@ def test_zsdseg_serve_starts_serves_and_cleans_up_on_sigint(tmp_path):
                 time.sleep(0.3)
         info = httpx.get(f"http://127.0.0.1:{port}/info", headers={"Authorization": f"Bearer {TOKENS['alice']}"}).json()
         assert (info["model_id"], info["device"], info["workers"]) == ("random:tiny", "cpu", 1)
-        assert len(os.listdir(tmp_path / "work")) == 1  # the server's private directory
+        folder, lock = sorted(os.listdir(tmp_path / "work"))  # the server's private directory, and its lock beside it
+        assert lock == folder + ".lock"
     finally:
         server.send_signal(signal.SIGINT)
         output = server.communicate(timeout=60)[0]

@@ -9,7 +9,8 @@ import pytest
 
 from ZeroShotDiffusionSegLib.errors import UserError
 from ZeroShotDiffusionSegLib.runners.remote import RemoteRunner
-from ZeroShotDiffusionSegLib.server.remote_command import add_remote_arguments, run_remote_segment
+from ZeroShotDiffusionSegLib.segment_options import add_remote_arguments
+from ZeroShotDiffusionSegLib.server.remote_command import run_remote_segment
 from ZeroShotDiffusionSegLib.volume.request import VolumeRequest
 from test_server_support import TOKENS, leftover_files, make_volume, stand_in_executor, start_server, volume  # noqa: F401
 
@@ -95,9 +96,12 @@ def test_segment_with_server_writes_the_same_files(tmp_path, volume, capsys):
             run_remote_segment(args, request)
     out = capsys.readouterr()
     lines = [json.loads(line) for line in out.out.splitlines()]
-    assert lines[0] == {"event": "progress", "stage": "upload", "fraction": 1.0, "eta_s": None, "message": "0.0 MB"}
-    assert {"stage": "done", "fraction": 1.0} in [{k: e.get(k) for k in ("stage", "fraction")} for e in lines]
-    assert lines[-1]["event"] == "done" and lines[-1]["lesions"] == 1 and lines[-1]["messages"] == ["stand-in ran"]
+    assert lines[0] == {"event": "progress", "stage": "upload", "fraction": 0.05, "eta_s": None, "message": "0.0 MB"}
+    assert {"stage": "done", "fraction": 0.95} in [{k: e.get(k) for k in ("stage", "fraction")} for e in lines]
+    fractions = [e["fraction"] for e in lines if e["event"] == "progress"]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0  # one run from 0 to 1, never back
+    assert lines[-2]["event"] == "done" and lines[-2]["lesions"] == 1 and lines[-2]["messages"] == ["stand-in ran"]
+    assert lines[-1]["event"] == "error" and "needs a token" in lines[-1]["message"]  # the second, refused run
     assert "model stand-in on cpu" in out.err and "remote: upload" in out.err
     for name, path in local.files.items():
         if name != "provenance":

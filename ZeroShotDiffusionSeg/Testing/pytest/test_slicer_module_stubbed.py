@@ -1,8 +1,8 @@
-"""The module file's Logic run against stand-ins for slicer/qt/vtk (real Slicer is not available here).
+"""The module file, its Logic and RunView against stand-ins for slicer/qt/vtk (no slicer-core needed).
 
 This catches what static checks cannot: wrong attribute names, parameter-node defaults that
 are not among the combo-box items, the warm-runner reuse, and the order of start-up steps.
-What needs real MRML (segments, geometry, undo) is in Testing/Python/ZeroShotDiffusionSegModuleTest.py.
+What needs real MRML (segments, geometry, transforms, undo) is in Testing/mrml (slicer-core wheel).
 """
 
 import importlib
@@ -44,12 +44,17 @@ class RecordingRunner(Runner):
         self.stopped = True
 
 
+SLICER_BOUND = ("ZeroShotDiffusionSeg", "ZeroShotDiffusionSegLib.slicer.mrml", "ZeroShotDiffusionSegLib.slicer.importer",
+                "ZeroShotDiffusionSegLib.slicer.logic", "ZeroShotDiffusionSegLib.slicer.run_view")
+
+
 @pytest.fixture
 def module(monkeypatch, tmp_path):
     slicer = types.ModuleType("slicer")
     for name in ("vtkMRMLMarkupsFiducialNode", "vtkMRMLMarkupsROINode", "vtkMRMLScalarVolumeNode",
                  "vtkMRMLSegmentationNode"):
         setattr(slicer, name, type(name, (), {}))
+    slicer.vtkMRMLTransformNode = mock.MagicMock(name="vtkMRMLTransformNode")
     wrapper = types.ModuleType("slicer.parameterNodeWrapper")
     wrapper.parameterNodeWrapper = lambda cls: cls
     scripted = types.ModuleType("slicer.ScriptedLoadableModule")
@@ -71,27 +76,33 @@ def module(monkeypatch, tmp_path):
     scripted.ScriptedLoadableModuleTest = unittest.TestCase
     util = mock.MagicMock(name="slicer.util")
     util.VTKObservationMixin = type("VTKObservationMixin", (), {"__init__": lambda self: None})
-    util.tempDirectory.return_value = str(tmp_path)
     slicer.util, slicer.mrmlScene, slicer.app = util, mock.MagicMock(), mock.MagicMock()
-    slicer.app.testingEnabled.return_value = True
+    slicer.app.testingEnabled.return_value, slicer.app.temporaryPath = True, str(tmp_path)
     for name, value in {"slicer": slicer, "slicer.util": util, "slicer.parameterNodeWrapper": wrapper,
                         "slicer.ScriptedLoadableModule": scripted, "qt": mock.MagicMock(), "vtk": mock.MagicMock()}.items():
         monkeypatch.setitem(sys.modules, name, value)
     monkeypatch.syspath_prepend(str(MODULE_DIR))
-    for name in ("ZeroShotDiffusionSeg", "ZeroShotDiffusionSegLib.slicer.mrml"):
+    for name in SLICER_BOUND:
         monkeypatch.delitem(sys.modules, name, raising=False)
     loaded = importlib.import_module("ZeroShotDiffusionSeg")
     yield loaded
-    for name in ("ZeroShotDiffusionSeg", "ZeroShotDiffusionSegLib.slicer.mrml"):
+    for name in SLICER_BOUND:
         sys.modules.pop(name, None)  # the stand-ins must not leak into other tests
     import ZeroShotDiffusionSegLib.slicer as package
-    package.__dict__.pop("mrml", None)
+    for name in SLICER_BOUND:
+        package.__dict__.pop(name.rpartition(".")[2], None)
 
 
 def volume_node(name="CT", dims=(40, 30, 20), components=1, class_name="vtkMRMLScalarVolumeNode"):
     image = SimpleNamespace(GetNumberOfScalarComponents=lambda: components, GetDimensions=lambda: dims)
     return SimpleNamespace(GetImageData=lambda: image, GetClassName=lambda: class_name, GetName=lambda: name,
-                           GetParentTransformNode=lambda: None)
+                           GetParentTransformNode=lambda: None, GetIJKToRASMatrix=lambda matrix: None)
+
+
+def segmentation_node():
+    node = mock.MagicMock(name="segmentation node")
+    node.GetSegmentation.return_value.GetNumberOfSegments.return_value = 0
+    return node
 
 
 def parameters(module, **values):
@@ -145,13 +156,15 @@ def test_setup_is_skipped_in_testing_mode(module):
 def test_start_exports_the_volume_and_keeps_the_warm_runner(module, tmp_path):
     RecordingRunner.instances.clear()
     logic = module.ZeroShotDiffusionSegLogic(runnerFactory=RecordingRunner)
-    p = parameters(module, inputVolume=volume_node(), prompt="liver tumor", outputSegmentation=object())
+    p = parameters(module, inputVolume=volume_node(), prompt="liver tumor", outputSegmentation=segmentation_node())
     job_id = logic.start(p, logic.settingsFrom(p))
     exported_volume, exported_path = module.slicer.util.exportNode.call_args[0]
-    assert exported_volume is p.inputVolume and exported_path == str(tmp_path / "input.nrrd")
+    work_dir = Path(exported_path).parent
+    assert exported_volume is p.inputVolume and exported_path == str(work_dir / "input.nrrd")
+    assert work_dir.parent == tmp_path and work_dir.name.startswith("ZeroShotDiffusionSeg-")
     runner = RecordingRunner.instances[0]
     input_path, out_dir, request = runner.started[0]
-    assert (input_path, out_dir, request.prompt) == (exported_path, str(tmp_path / "result"), "liver tumor")
+    assert (input_path, out_dir, request.prompt) == (exported_path, str(work_dir / "result"), "liver tumor")
     assert logic.jobId == job_id and logic.pending.volume is p.inputVolume
     logic.start(p, logic.settingsFrom(p))  # same engine settings: same (warm) runner
     assert len(RecordingRunner.instances) == 1 and len(runner.started) == 2
@@ -178,9 +191,9 @@ def test_start_refuses_wrong_inputs_before_any_export(module):
 def test_widget_timer_routes_events_of_the_current_job_only(module):
     from ZeroShotDiffusionSegLib.runners.base import RunnerEvent
 
-    widget = module.ZeroShotDiffusionSegWidget.__new__(module.ZeroShotDiffusionSegWidget)
-    widget.ui, widget.timer, widget._parameterNode = mock.MagicMock(), mock.MagicMock(), parameters(module)
-    widget.logic = module.ZeroShotDiffusionSegLogic(runnerFactory=RecordingRunner)
+    widget = module.RunView(mock.MagicMock(), module.ZeroShotDiffusionSegLogic(runnerFactory=RecordingRunner),
+                            lambda: parameters(module))
+    widget.timer = mock.MagicMock()
     widget.logic.runner, widget.logic.jobId = mock.MagicMock(), "current"
     widget.logic.runner.describe.return_value = "local worker (model m, device cuda)"
     widget.logic.loadResult = mock.MagicMock()
@@ -204,74 +217,8 @@ def test_widget_timer_routes_events_of_the_current_job_only(module):
 def test_widget_explains_an_out_of_memory_error(module):
     from ZeroShotDiffusionSegLib.runners.base import RunnerEvent
 
-    widget = module.ZeroShotDiffusionSegWidget.__new__(module.ZeroShotDiffusionSegWidget)
-    widget.ui, widget.timer = mock.MagicMock(), mock.MagicMock()
-    widget.logic = module.ZeroShotDiffusionSegLogic(runnerFactory=RecordingRunner)
+    widget = module.RunView(mock.MagicMock(), module.ZeroShotDiffusionSegLogic(runnerFactory=RecordingRunner),
+                            lambda: parameters(module))
     widget.onFinished(RunnerEvent("error", "j", message="out of memory: CUDA out of memory. Tried to allocate 2 GiB"))
     text = module.slicer.util.errorDisplay.call_args.args[0]
     assert "ROI" in text and module.slicer.util.errorDisplay.call_args.kwargs["windowTitle"] == "Out of memory"
-
-
-class FakeSegment:
-    def __init__(self, name):
-        self.name, self.tags = name, {}
-
-    def GetName(self):
-        return self.name
-
-    @staticmethod
-    def GetTerminologyEntryTagName():
-        return "TerminologyEntry"
-
-    def SetTag(self, key, value):
-        self.tags[key] = value
-
-
-class FakeSegmentation:
-    def __init__(self, names=()):
-        self.segments, self.counter = {}, 0
-        for name in names:
-            self.AddEmptySegment("", name, (0, 0, 0))
-
-    def AddEmptySegment(self, segment_id, name, color):
-        self.counter += 1
-        new_id = f"Segment_{self.counter}"
-        self.segments[new_id] = FakeSegment(name)
-        return new_id
-
-    def GetSegment(self, segment_id):
-        return self.segments[segment_id]
-
-    def GetSegmentIDs(self):
-        return tuple(self.segments)
-
-    def RemoveSegment(self, segment_id):
-        del self.segments[segment_id]
-
-    def names(self):
-        return [s.name for s in self.segments.values()]
-
-
-def test_result_importer_replaces_only_its_own_segments_on_threshold_changes(module):
-    import numpy as np
-
-    from ZeroShotDiffusionSegLib.slicer.geometry import make_geometry
-    from ZeroShotDiffusionSegLib.slicer.results import ResultSession
-
-    segmentation = FakeSegmentation(["kept", "liver tumor 1"])
-    node = SimpleNamespace(GetSegmentation=lambda: segmentation)
-    importer = module.mrml.ResultImporter(volume_node(), node, request=None)  # mrml bound to this test's stand-ins
-    score = np.zeros((4, 12, 12), np.float32)
-    score[1:3, 1:6, 1:6], score[2, 8:10, 8:10] = 0.9, 0.55
-    importer.session = ResultSession("prompt", "liver tumor", score, None,
-                                     make_geometry((0, 0, 0), (1, 1, 2), np.eye(3)), threshold=0.5)
-    importer.apply(importer.session.view(existing_names=importer.other_segment_names()))
-    assert segmentation.names() == ["kept", "liver tumor 1", "liver tumor 2", "liver tumor 3"]
-    new = importer.segment_ids
-    assert "108369006" in segmentation.GetSegment(new[0]).tags["TerminologyEntry"]
-    masks = [c.args[0] for c in module.slicer.util.updateSegmentBinaryLabelmapFromArray.call_args_list]
-    assert [int(m.sum()) for m in masks] == [50, 4] and all(c.args[3] is importer.volume for c in
-                                                           module.slicer.util.updateSegmentBinaryLabelmapFromArray.call_args_list)
-    importer.apply_threshold(0.7)
-    assert segmentation.names() == ["kept", "liver tumor 1", "liver tumor"], "old result segments replaced, others kept"
-    assert not set(new) & set(segmentation.GetSegmentIDs())

@@ -69,10 +69,11 @@ def ui_widgets():
 
 def test_ui_has_every_widget_the_module_uses():
     widgets, _ = ui_widgets()
-    used = set(re.findall(r"self\.ui\.(\w+)", MODULE_FILE.read_text()))
+    source = MODULE_FILE.read_text() + (LIBRARY / "slicer" / "run_view.py").read_text()
+    used = set(re.findall(r"self\.ui\.(\w+)", source))
     assert used, "the module uses no widgets?"
     missing = sorted(used - set(widgets))
-    assert not missing, f"used in ZeroShotDiffusionSeg.py but not in the .ui: {missing}"
+    assert not missing, f"used in ZeroShotDiffusionSeg.py or run_view.py but not in the .ui: {missing}"
     assert widgets["ZeroShotDiffusionSeg"].get("class") == "qMRMLWidget"
 
 
@@ -111,7 +112,7 @@ def test_ui_node_selectors_get_the_scene():
 
 def test_module_file_is_thin_and_python_3_12_clean():
     source = MODULE_FILE.read_text()
-    assert len(source.splitlines()) < 400
+    assert len(source.splitlines()) < 150, "the module file wires; the Logic and the RunView live in the library"
     tree = ast.parse(source)
     imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
@@ -122,10 +123,13 @@ def test_module_file_is_thin_and_python_3_12_clean():
         assert "ZeroShotDiffusionSeg" + suffix in classes
 
 
+SLICER_BOUND = {"mrml.py", "importer.py", "logic.py", "run_view.py"}  # in ZeroShotDiffusionSegLib/slicer/
+
+
 def test_only_mrml_glue_imports_slicer_in_the_library():
     offenders = []
     for path in LIBRARY.rglob("*.py"):
-        if path.name == "mrml.py" and path.parent.name == "slicer":
+        if path.name in SLICER_BOUND and path.parent.name == "slicer" and path.parent.parent == LIBRARY:
             continue
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):

@@ -46,7 +46,7 @@ def test_two_d_image_given_to_the_volume_pipeline(tmp_path):
 
 def test_constant_volume(tmp_path):
     path = write(image_from(np.full((4, 8, 8), 7, dtype=np.int16)), tmp_path / "constant.nrrd")
-    assert_refused(tmp_path, path, r"is constant \(every voxel is 7\); there is nothing to segment")
+    assert_refused(tmp_path, path, r"is constant \(every voxel has the same value\); there is nothing to segment")
 
 
 @pytest.mark.parametrize("bad_value", [np.nan, np.inf, -np.inf])
@@ -120,11 +120,6 @@ def test_roi_and_seeds_outside_the_volume(tmp_path):
     (VolumeRequest(), r"a volume needs --prompt TEXT"),
     (VolumeRequest(mode="prompt", prompt="  "), r"prompt mode needs a non-empty --prompt"),
     (VolumeRequest(mode="seed", prompt="tumor"), r"seed mode needs at least one --seed-ras"),
-    (VolumeRequest(mode="guess", prompt="tumor"), r"unknown mode 'guess'"),
-    (VolumeRequest(prompt="tumor", min_volume_mm3=-1), r"--min-volume must be >= 0"),
-    (VolumeRequest(prompt="tumor", window="wide"), r"--window must be WIDTH/LEVEL"),
-    (VolumeRequest(prompt="tumor", axis="oblique"), r"--axis must be one of"),
-    (VolumeRequest(prompt="tumor", batch_size=0), r"--batch-size must be at least 1"),
 ])
 def test_bad_requests(tmp_path, request_, pattern):
     image, _ = sphere_volume(noise_hu=10)

@@ -17,7 +17,8 @@ import SimpleITK as sitk
 from test_volume_fixtures import ThresholdSegmenter, sphere_volume, write
 from ZeroShotDiffusionSegLib import segment_command
 from ZeroShotDiffusionSegLib.errors import UserError
-from ZeroShotDiffusionSegLib.volume.cli import is_volume_path, request_from_args, run_volume_command
+from ZeroShotDiffusionSegLib.segment_request import volume_request_from_args
+from ZeroShotDiffusionSegLib.volume.cli import is_volume_path
 
 HERE = Path(__file__).resolve().parent
 
@@ -52,7 +53,7 @@ def test_options_become_a_volume_request(volume_path, tmp_path):
     args = parse(volume_path, "--prompt", "liver tumor", "--out-dir", tmp_path / "o", "--seed-ras", "1,2,3",
                  "--axis", "coronal", "--batch-size", "3", "--window", "150/30", "--min-volume", "12.5", "--binary",
                  "--roi=-10,-20,-30,10,20,30", "--kl-threshold", "0.9", "--selection-threshold", "0.6")
-    request = request_from_args(args)
+    request = volume_request_from_args(args)
     assert request.coordinate_space == "RAS" and request.seeds == [(1.0, 2.0, 3.0)]
     assert request.roi_physical == ((-10.0, -20.0, -30.0), (10.0, 20.0, 30.0)) and request.roi_voxels is None
     assert (request.axis, request.batch_size, request.window, request.min_volume_mm3, request.binary) == ("coronal", 3, "150/30", 12.5, True)
@@ -62,7 +63,7 @@ def test_options_become_a_volume_request(volume_path, tmp_path):
 def test_mixed_ras_and_lps_points_are_all_converted_to_lps(volume_path, tmp_path):
     args = parse(volume_path, "--out-dir", tmp_path / "o", "--seed-ras", "1,2,3", "--seed-lps", "4,5,6",
                  "--roi", "1,1,1,5,5,5", "--roi-space", "ras")
-    request = request_from_args(args)
+    request = volume_request_from_args(args)
     assert request.coordinate_space == "LPS"
     assert request.seeds == [(-1.0, -2.0, 3.0), (4.0, 5.0, 6.0)]
     assert request.roi_physical == ((-1.0, -1.0, 1.0), (-5.0, -5.0, 5.0))
@@ -70,9 +71,9 @@ def test_mixed_ras_and_lps_points_are_all_converted_to_lps(volume_path, tmp_path
 
 def test_voxel_roi_and_bad_numbers(volume_path, tmp_path):
     args = parse(volume_path, "--out-dir", tmp_path / "o", "--prompt", "x", "--roi", "0,0,2,47,39,9", "--roi-space", "voxel")
-    assert request_from_args(args).roi_voxels == ((0, 0, 2), (47, 39, 9))
-    with pytest.raises(UserError, match="a voxel ROI takes whole indices"):
-        request_from_args(parse(volume_path, "--roi", "0,0,2.5,4,4,4", "--roi-space", "voxel"))
+    assert volume_request_from_args(args).roi_voxels == ((0, 0, 2), (47, 39, 9))
+    with pytest.raises(UserError, match="roi_voxels .* must be a whole number"):
+        volume_request_from_args(parse(volume_path, "--roi", "0,0,2.5,4,4,4", "--roi-space", "voxel"))
     for bad in (["--seed-ras", "1,2"], ["--roi", "1,2,3"], ["--seed-lps", "a,b,c"]):
         with pytest.raises(SystemExit):
             parse(volume_path, *bad)
@@ -81,7 +82,7 @@ def test_voxel_roi_and_bad_numbers(volume_path, tmp_path):
 def test_json_progress_and_summary_on_stdout(volume_path, tmp_path, capsys):
     args = parse(volume_path, "--prompt", "tumor", "--out-dir", tmp_path / "out", "--progress", "json",
                  "--selection-threshold", "0.8", "--batch-size", "4")
-    assert run_volume_command(args, ThresholdSegmenter) == 0
+    assert segment_command.run(args, ThresholdSegmenter) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     progress = [line for line in lines if line["event"] == "progress"]
     assert progress[0]["stage"] == "loading model" and progress[-1]["stage"] == "done"
@@ -94,7 +95,7 @@ def test_json_progress_and_summary_on_stdout(volume_path, tmp_path, capsys):
 
 def test_plain_summary_names_the_lesions_and_outputs(volume_path, tmp_path, capsys):
     args = parse(volume_path, "--prompt", "tumor", "--out-dir", tmp_path / "out", "--progress", "none", "--selection-threshold", "0.8")
-    assert run_volume_command(args, ThresholdSegmenter) == 0
+    assert segment_command.run(args, ThresholdSegmenter) == 0
     out = capsys.readouterr().out
     assert "lesion 1: 1.4" in out and "outputs in" in out and "labels.nrrd" in out
 
@@ -107,17 +108,17 @@ def test_plain_summary_names_the_lesions_and_outputs(volume_path, tmp_path, caps
 def test_two_d_options_are_refused_for_a_volume(volume_path, tmp_path, extra, pattern):
     args = parse(volume_path, "--prompt", "tumor", "--out-dir", tmp_path / "out", *extra)
     with pytest.raises(UserError, match=pattern):
-        run_volume_command(args, never_load)
+        segment_command.run(args, never_load)
 
 
 def test_input_errors_are_reported_before_the_model_loads(volume_path, tmp_path):
     with pytest.raises(UserError, match="a volume needs --out-dir FOLDER"):
-        run_volume_command(parse(volume_path, "--prompt", "tumor"), never_load)
+        segment_command.run(parse(volume_path, "--prompt", "tumor"), never_load)
     with pytest.raises(UserError, match=r"seed \(0.0, 0.0, 900.0\) RAS is outside the volume"):
-        run_volume_command(parse(volume_path, "--out-dir", tmp_path / "o", "--seed-ras", "0,0,900"), never_load)
+        segment_command.run(parse(volume_path, "--out-dir", tmp_path / "o", "--seed-ras", "0,0,900"), never_load)
     with pytest.raises(UserError, match="is constant"):
         constant = write(sitk.Image([4, 4, 4], sitk.sitkInt16), tmp_path / "zeros.nrrd")
-        run_volume_command(parse(constant, "--prompt", "tumor", "--out-dir", tmp_path / "o"), never_load)
+        segment_command.run(parse(constant, "--prompt", "tumor", "--out-dir", tmp_path / "o"), never_load)
     assert not (tmp_path / "o").exists()
 
 
@@ -127,7 +128,6 @@ SIGTERM_SCRIPT = textwrap.dedent("""
     from test_volume_fixtures import ThresholdSegmenter
     from ZeroShotDiffusionSegLib import segment_command
     from ZeroShotDiffusionSegLib.errors import Cancelled
-    from ZeroShotDiffusionSegLib.volume.cli import run_volume_command
 
     def slow(n):
         open({marker!r}, "w").close()
@@ -137,7 +137,7 @@ SIGTERM_SCRIPT = textwrap.dedent("""
     segment_command.add_arguments(parser)
     args = parser.parse_args(sys.argv[1:])
     try:
-        sys.exit(run_volume_command(args, lambda: ThresholdSegmenter(on_call=slow)))
+        sys.exit(segment_command.run(args, lambda: ThresholdSegmenter(on_call=slow)))
     except Cancelled:
         print("zsdseg: cancelled", file=sys.stderr)
         sys.exit(Cancelled.exit_code)

@@ -12,7 +12,6 @@ import SimpleITK as sitk
 
 from test_volume_fixtures import sphere_volume, write
 from ZeroShotDiffusionSegLib import segment_command
-from ZeroShotDiffusionSegLib.volume.cli import run_volume_command
 
 
 def test_tiny_engine_end_to_end_through_the_volume_command(tiny_segmenter, tmp_path, capsys):
@@ -23,7 +22,7 @@ def test_tiny_engine_end_to_end_through_the_volume_command(tiny_segmenter, tmp_p
     segment_command.add_arguments(parser)
     args = parser.parse_args([path, "--prompt", "lung tumor", "--out-dir", str(tmp_path / "out"), "--model", "random:tiny",
                               "--batch-size", "2", "--progress", "json"])
-    assert run_volume_command(args, lambda: tiny_segmenter) == 0
+    assert segment_command.run(args, lambda: tiny_segmenter) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert lines[-1]["event"] == "done" and lines[-2]["stage"] == "done" and lines[-2]["fraction"] == 1.0
 

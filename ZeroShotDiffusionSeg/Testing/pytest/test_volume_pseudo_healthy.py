@@ -182,7 +182,7 @@ def test_image_outputs_with_the_tiny_engine(tmp_path):
     (["IMAGE", "--prompt", "x", "--out", "m.png", "--pseudo-healthy", "--residual-out", "no/dir/r.png"],
      "output folder does not exist"),
     (["IMAGE", "--prompt", "x", "--out", "m.png", "--pseudo-healthy", "--healthy-strength", "1.5"],
-     "--healthy-strength must be"),
+     "--healthy-strength) must be in (0, 1]"),
     (["VOLUME", "--prompt", "x", "--out-dir", "o", "--pseudo-healthy", "--healthy-out", "h.png"], "is for 2-D images"),
 ])
 def test_misuse_is_one_line_before_the_model_loads(arguments, message, tmp_path, capsys, monkeypatch):

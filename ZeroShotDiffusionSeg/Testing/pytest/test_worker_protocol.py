@@ -28,13 +28,15 @@ def run_worker(command, stdin_lines, timeout=120):
 
 def test_request_roundtrips_through_json():
     request = VolumeRequest(prompt="liver tumor", mode="seed", seeds=[(1.5, -2.0, 3.25)],
-                            roi_physical=((0.0, 0.0, 0.0), (10.0, 20.0, 30.0)), roi_voxels=((1, 2, 3), (4, 5, 6)),
+                            roi_physical=((0.0, 0.0, 0.0), (10.0, 20.0, 30.0)),
                             axis="k", window="400/40", batch_size=4, min_volume_mm3=50.0, binary=True,
                             params=SegmentationParams(kl_threshold=0.9, timestep=200, selection_threshold=0.4))
     job_id, input_path, out_dir, decoded = decode_job(encode_job("j1", "/in.nrrd", "/out", request))
     assert (job_id, input_path, out_dir) == ("j1", "/in.nrrd", "/out")
     assert decoded == request
     assert request_from_dict({}) == VolumeRequest()
+    voxel_roi = VolumeRequest(prompt="x", roi_voxels=((1, 2, 3), (4, 5, 6)))
+    assert decode_job(encode_job("j2", "/in.nrrd", "/out", voxel_roi))[3] == voxel_roi
 
 
 def test_version_skew_and_garbage_are_user_errors():
@@ -93,7 +95,7 @@ def _pipeline_available():
                ("ZeroShotDiffusionSegLib.volume.pipeline", "ZeroShotDiffusionSegLib.engine.backbone"))
 
 
-@pytest.mark.skipif(not _pipeline_available(), reason="volume pipeline (issue 3) or engine not in this checkout yet")
+@pytest.mark.skipif(not _pipeline_available(), reason="volume pipeline or engine not in this checkout yet")
 def test_real_worker_with_random_tiny_model_through_the_runner_keeps_the_input_geometry(tmp_path):
     from test_runner_local import final_event, wait_until
     from ZeroShotDiffusionSegLib.runners.local import LocalWorkerRunner

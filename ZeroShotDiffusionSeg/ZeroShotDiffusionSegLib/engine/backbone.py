@@ -70,6 +70,9 @@ def resolve_dtype(dtype: Optional[str], device: torch.device) -> torch.dtype:
         return torch.float16 if device.type == "cuda" else torch.float32
     if dtype not in _DTYPES:
         raise UserError(f"unknown dtype '{dtype}' (use fp32, fp16 or bf16)")
+    if _DTYPES[dtype] is torch.float16 and device.type == "cpu":
+        # diffusers warns and many CPU kernels lack fp16: refuse plainly instead of a warning and a slow run.
+        raise UserError(f"--dtype {dtype} needs a GPU; on the CPU use fp32 (the default there) or bf16")
     return _DTYPES[dtype]
 
 

@@ -23,6 +23,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
+from ..checked_fields import bounded, check_fields
 from ..errors import UserError
 
 DEFAULT_DILATION_MM = 5.0
@@ -34,29 +35,26 @@ DEFAULT_SEED = 0
 
 @dataclass(frozen=True)
 class PseudoHealthyParams:
-    dilation_mm: float = DEFAULT_DILATION_MM
-    strength: float = DEFAULT_STRENGTH
-    steps: int = DEFAULT_STEPS
-    guidance: float = DEFAULT_GUIDANCE
-    seed: int = DEFAULT_SEED
+    """Each number declares its range with ``bounded`` (checked_fields.py), as SegmentationParams does."""
+
+    dilation_mm: float = bounded(DEFAULT_DILATION_MM, 0.0, 100.0, flag="--healthy-dilation", unit="mm",
+                                 title="healthy dilation")
+    strength: float = bounded(DEFAULT_STRENGTH, 0.0, 1.0, low_open=True, flag="--healthy-strength", title="healthy strength")
+    steps: int = bounded(DEFAULT_STEPS, 1, 1000, flag="--healthy-steps", title="healthy steps")
+    guidance: float = bounded(DEFAULT_GUIDANCE, 0.0, 50.0, flag="--healthy-guidance", title="healthy guidance")
+    seed: int = bounded(DEFAULT_SEED, 0, 2**32 - 1, flag="--healthy-seed", title="healthy seed")
     normal_prompt: Optional[str] = None  # None: default_normal_prompt(the lesion prompt)
 
     def __post_init__(self):
-        if not 0.0 <= self.dilation_mm <= 100.0:
-            raise UserError(f"--healthy-dilation must be in 0..100 mm, got {self.dilation_mm}")
-        if not 0.0 < self.strength <= 1.0:
-            raise UserError(f"--healthy-strength must be in (0, 1], got {self.strength}")
-        if not 1 <= self.steps <= 1000:
-            raise UserError(f"--healthy-steps must be in 1..1000, got {self.steps}")
+        check_fields(self)
         if int(self.steps * self.strength) < 1:
             raise UserError(f"--healthy-steps {self.steps} x --healthy-strength {self.strength} leaves no denoising step; "
                             "raise either")
-        if not 0.0 <= self.guidance <= 50.0:
-            raise UserError(f"--healthy-guidance must be in 0..50, got {self.guidance}")
-        if not 0 <= self.seed < 2**32:
-            raise UserError(f"--healthy-seed must be in 0..2^32-1, got {self.seed}")
-        if self.normal_prompt is not None and not self.normal_prompt.strip():
-            raise UserError("--normal-prompt is empty")
+        if self.normal_prompt is not None:
+            if not isinstance(self.normal_prompt, str):
+                raise UserError(f"normal prompt (normal_prompt) must be text, got {type(self.normal_prompt).__name__}")
+            if not self.normal_prompt.strip():
+                raise UserError("normal prompt (normal_prompt) is empty")
 
     @property
     def denoising_steps(self) -> int:

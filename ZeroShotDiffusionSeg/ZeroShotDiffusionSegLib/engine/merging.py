@@ -13,6 +13,8 @@ from typing import Dict, Mapping, Optional
 import torch
 import torch.nn.functional as F
 
+from ..progress import check_active_cancel
+
 KL_EPSILON = 1e-10
 # Upsampling 256 proposals at once to 512x512 in fp32 would take 268 MB; chunks keep it small.
 _UPSAMPLE_CHUNK = 32
@@ -158,6 +160,7 @@ def segment_self_attention(
         anchors = anchor_grid(finest, grid_points, aggregated.device)
         proposals = _merge_anchors(aggregated, anchors, kl_threshold)
         for _ in range(iterations - 1):
+            check_active_cancel()
             proposals = _merge_proposals(proposals, kl_threshold)
         if refine:
             proposals = _kmeans_refine(aggregated, proposals)

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
+from ..progress import check_active_cancel
 from .attention import AttentionStore, capture_attention
 from .backbone import Backbone
 from .merging import segment_self_attention
@@ -103,9 +104,13 @@ class DiffusionSegmenter:
         with self._timed("unet"), capture_attention(self.backbone.unet, store), torch.inference_mode():
             self._unet(latents, timestep, embedding)
         self_attention = store.self_attention()
+        if params.grid_points > max(self_attention):
+            raise UserError(f"grid points (grid_points, --grid-points) {params.grid_points} is more than this model's finest attention "
+                            f"grid of {max(self_attention)}; use at most {max(self_attention)}")
         cross_attention = store.cross_attention() if prompt else {}
         results = []
         for index, fit in enumerate(fits):
+            check_active_cancel()  # a cancel stops within one image's merging
             with self._timed("merging"):
                 labels = segment_self_attention(
                     {side: maps[index:index + 1] for side, maps in self_attention.items()},

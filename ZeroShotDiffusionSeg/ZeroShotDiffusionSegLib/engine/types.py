@@ -8,32 +8,32 @@ from typing import Dict, Optional, Protocol, Sequence, Tuple
 
 import numpy as np
 
-from ..errors import UserError
+from ..checked_fields import bounded, check_fields
 
 PixelSeed = Tuple[int, int]  # (x = column, y = row) in the input image's pixels
 
 
 @dataclass(frozen=True)
 class SegmentationParams:
-    """Every knob of one segmentation. Defaults are the DiffSeg reference (algorithms.md §4.1)."""
+    """Every knob of one segmentation. Defaults are the DiffSeg reference (algorithms.md §4.1).
 
-    kl_threshold: float = 1.1
-    grid_points: int = 16
-    iterations: int = 3
-    refine: bool = False
-    timestep: int = 300
-    noise_seed: Optional[int] = None  # None: clean latent, as the official DiffSeg code
-    selection_threshold: float = 0.5  # prompt mode: keep segments whose normalised score >= this
+    Each number declares its allowed range with ``bounded(default, low, high, flag=...)``;
+    ``check_fields`` enforces them (types, NaN/inf, range) when the object is built, so the
+    command line, the worker and the server refuse the same values with the same message.
+    A new field gets its range the same way. The upper ends bound the work one request can ask
+    for: iterations and grid points are the merging's cost, 64 the finest attention grid of SD.
+    """
+
+    kl_threshold: float = bounded(1.1, 0.0, 100.0, low_open=True, flag="--kl-threshold", title="KL threshold")
+    grid_points: int = bounded(16, 1, 64, flag="--grid-points", title="grid points")
+    iterations: int = bounded(3, 1, 20, flag="--iterations")
+    refine: bool = bounded(False, flag="--refine")
+    timestep: int = bounded(300, 0, 999, flag="--timestep")
+    noise_seed: Optional[int] = bounded(None, 0, 2**32 - 1, flag="--noise-seed", title="noise seed")  # None: clean latent, as DiffSeg
+    selection_threshold: float = bounded(0.5, 0.0, 1.0, flag="--selection-threshold", title="selection threshold")  # prompt mode: keep >= this
 
     def __post_init__(self):
-        if not self.kl_threshold > 0:
-            raise UserError(f"KL threshold must be positive, got {self.kl_threshold}")
-        if self.grid_points < 1 or self.iterations < 1:
-            raise UserError("grid points and iterations must be at least 1")
-        if not 0 <= self.timestep < 1000:
-            raise UserError(f"timestep must be in 0..999, got {self.timestep}")
-        if not 0.0 <= self.selection_threshold <= 1.0:
-            raise UserError(f"selection threshold must be in [0, 1], got {self.selection_threshold}")
+        check_fields(self)
 
     def to_dict(self) -> dict:
         return asdict(self)

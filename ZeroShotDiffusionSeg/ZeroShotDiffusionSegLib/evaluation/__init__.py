@@ -1,4 +1,4 @@
-"""Measurement (issue 6): accuracy against ground truth (``zsdseg eval``) and speed and
+"""Measurement: accuracy against ground truth (``zsdseg eval``) and speed and
 memory per stage (``zsdseg bench``).
 
 Modules: ``metrics`` (Dice, IoU, HD95), ``statistics`` (per-set summaries), ``layouts``

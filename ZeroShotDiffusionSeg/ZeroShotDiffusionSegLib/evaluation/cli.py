@@ -20,7 +20,7 @@ import numpy as np
 
 from ..engine.types import SegmentationParams
 from ..errors import UserError
-from . import baselines, healthy_column, layouts, report
+from . import baselines, healthy_column, layouts, report, sam_rows
 from .metrics import case_metrics
 from .oracle import greedy_union, hungarian_segment, per_slice_unique
 from .seeding import seed_at_centroid
@@ -48,9 +48,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="prompt mode: keep segments scoring at least this (default: %(default)s)")
     parser.add_argument("--only", default=None, help="evaluate only these cases: comma-separated names, e.g. lung2,brain1")
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N cases (natural order)")
-    parser.add_argument("--out", default="zsdseg-eval", help="output folder for report.md, results.json, overlays/")
+    parser.add_argument("--out", required=True,
+                        help="output folder for report.md, results.json, overlays/ (required: the overlays show the data set's images)")
     parser.add_argument("--no-overlays", action="store_true", help="do not write an overlay PNG per case")
     healthy_column.add_arguments(parser)
+    sam_rows.add_arguments(parser)
 
 
 def _file_name(name: str) -> str:
@@ -131,7 +133,7 @@ def _read_volume(case):
     return volume, sitk.GetArrayFromImage(volume).astype(np.float32)
 
 
-def evaluate_case(case, segmenter, args, params, out_dir: Path) -> dict:
+def evaluate_case(case, segmenter, args, params, out_dir: Path, refiner=None) -> dict:
     """One case's record for results.json: metrics per mode, seed, seconds; raises on failure."""
     started = time.perf_counter()
     loaded = layouts.load_case(case)
@@ -153,6 +155,8 @@ def evaluate_case(case, segmenter, args, params, out_dir: Path) -> dict:
         predictions.update(healthy_column.predictions(args, segmenter, image, predictions["deployed"], is_volume))
     if not args.no_baselines:
         predictions.update(_baseline_predictions(image, seed, is_volume, args.kmeans_clusters))
+    if refiner is not None:
+        predictions.update(sam_rows.predictions(refiner, image, truth, is_volume, args, case.name, predictions.get("deployed")))
     metrics = {mode: case_metrics(prediction, truth, loaded.spacing) for mode, prediction in predictions.items()}
     if not args.no_overlays and predictions:
         _write_case_overlay(out_dir / "overlays" / f"{_file_name(case.name)}.png", image, truth, predictions, seed, is_volume)
@@ -188,8 +192,10 @@ def run(args) -> int:
         args.selection = "prompt" if args.prompt else "seed"
     if args.selection == "prompt" and not args.prompt:
         raise UserError("--selection prompt needs --prompt TEXT")
-    if args.model is None and args.no_baselines:
+    if args.model is None and args.no_baselines and not args.sam:
         raise UserError("nothing to evaluate: give --model, or drop --no-baselines")
+    if args.model is None and args.prompt:
+        raise UserError("--prompt needs --model: the weight-free baselines do not read a prompt")
     params = SegmentationParams(kl_threshold=args.kl_threshold, timestep=args.timestep, selection_threshold=args.selection_threshold)
     cases = layouts.discover(args.layout, args.root, args.mask_pattern, args.wbc_target)
     if args.only:
@@ -203,13 +209,15 @@ def run(args) -> int:
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     segmenter = _load_segmenter(args) if args.model else None
+    refiner = sam_rows.load_refiner(args)
     modes = (list(MODEL_MODES) if segmenter is not None else []) + healthy_column.modes(args, segmenter) + (
         [] if args.no_baselines else list(baselines.BASELINES))
+    modes += sam_rows.modes(args, cases[0].kind == "volume", segmenter is not None)
 
     records = []
     for case in tqdm(cases, desc="zsdseg eval", unit="case", file=sys.stderr):
         try:
-            records.append(evaluate_case(case, segmenter, args, params, out_dir))
+            records.append(evaluate_case(case, segmenter, args, params, out_dir, refiner))
         except Exception as error:  # noqa: BLE001 -- one bad case must not end a 100-case run
             message = f"{type(error).__name__}: {error}"
             tqdm.write(f"zsdseg eval: {case.name} failed: {message}", file=sys.stderr)
@@ -230,6 +238,7 @@ def run(args) -> int:
         "params": params.to_dict(),
         "modes": modes,
         "provenance": segmenter.provenance() if segmenter is not None else None,
+        "sam": sam_rows.provenance(refiner),
     }
     report.write_results_json(out_dir / "results.json", meta, summary, records)
     report.write_report_md(out_dir / "report.md", meta, summary, records)

@@ -23,22 +23,30 @@ from .base import RunnerEvent
 
 
 def request_from_dict(data: dict) -> VolumeRequest:
-    """Inverse of ``VolumeRequest.to_dict()`` (JSON turned its tuples into lists)."""
-    known = set(VolumeRequest.__dataclass_fields__)
-    unknown = set(data) - known
+    """Inverse of ``VolumeRequest.to_dict()``; every value is checked by VolumeRequest /
+    SegmentationParams / PseudoHealthyParams."""
+    if not isinstance(data, dict):
+        raise UserError(f"the request must be a JSON object, got {type(data).__name__}")
+    unknown = set(data) - set(VolumeRequest.__dataclass_fields__)
     if unknown:
-        raise UserError(f"request has unknown fields {sorted(unknown)}: engine and panel versions differ")
+        raise UserError(f"request has unknown fields {sorted(unknown)[:5]}: client and engine versions differ")
     values = dict(data)
-    if "params" in values and isinstance(values["params"], dict):
-        values["params"] = SegmentationParams(**values["params"])
-    if isinstance(values.get("pseudo_healthy"), dict):
-        values["pseudo_healthy"] = PseudoHealthyParams(**values["pseudo_healthy"])
-    if "seeds" in values:
-        values["seeds"] = [tuple(float(c) for c in seed) for seed in values["seeds"] or []]
-    for name, cast in (("roi_physical", float), ("roi_voxels", int)):
-        if values.get(name) is not None:
-            values[name] = tuple(tuple(cast(c) for c in corner) for corner in values[name])
+    if "params" in values:
+        values["params"] = _decoded(values["params"], SegmentationParams, "params", "segmentation parameters")
+    if values.get("pseudo_healthy") is not None:
+        values["pseudo_healthy"] = _decoded(values["pseudo_healthy"], PseudoHealthyParams, "pseudo_healthy",
+                                            "pseudo-healthy parameters")
     return VolumeRequest(**values)
+
+
+def _decoded(data, kind: type, name: str, words: str):
+    """``kind(**data)`` for a nested JSON object; its values are checked by ``kind`` itself."""
+    if not isinstance(data, dict):
+        raise UserError(f"{name} must be a JSON object of {words}, got {type(data).__name__}")
+    unknown = set(data) - set(kind.__dataclass_fields__)
+    if unknown:
+        raise UserError(f"{name} has unknown fields {sorted(unknown)[:5]}: client and engine versions differ")
+    return kind(**data)
 
 
 def encode_job(job_id: str, input_path: str, out_dir: str, request: VolumeRequest) -> str:

@@ -1,4 +1,4 @@
-"""The engine served over HTTP (issue 5): ``zsdseg serve`` and the client that talks to it.
+"""The engine served over HTTP: ``zsdseg serve`` and the client that talks to it.
 
 The server adds transport, not a second implementation: a job runs the same
 ``run_volume`` with the same segmenter as a local run, so outputs are identical.

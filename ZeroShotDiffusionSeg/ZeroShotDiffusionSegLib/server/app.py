@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from fastapi import Depends, FastAPI, File, Form, HTTPException, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPBearer
 from starlette.concurrency import run_in_threadpool
@@ -28,6 +29,7 @@ from . import schemas
 from .auth import PRINCIPAL_SCOPE_KEY, BearerAuthMiddleware, TokenStore
 from .jobs import DONE, Executor, Job, JobManager, QueueFull
 from .protocol import PROTOCOL_HEADER, PROTOCOL_VERSION, RESULT_FILES, is_compatible, request_from_json, upload_extension
+from .request_errors import one_line, validation_detail
 from .uploads import validate_upload
 
 log = logging.getLogger("zsdseg.server")
@@ -82,7 +84,11 @@ def create_app(settings: ServerSettings, executors: Sequence[Executor], engine_i
 
     @app.exception_handler(UserError)
     async def user_error(request: Request, error: UserError):
-        return JSONResponse({"detail": str(error)}, status_code=400)
+        return JSONResponse({"detail": one_line(str(error))}, status_code=400)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, error: RequestValidationError):
+        return JSONResponse({"detail": validation_detail(error.errors())}, status_code=422)
 
     # Checking an upload decodes the whole volume; a few at a time bound the memory a burst of uploads takes.
     upload_checks = asyncio.Semaphore(max(2, len(executors)))
@@ -168,7 +174,7 @@ def create_app(settings: ServerSettings, executors: Sequence[Executor], engine_i
         try:
             await run_in_threadpool(_copy_upload, volume.file, input_path)
             async with upload_checks:
-                await run_in_threadpool(validate_upload, input_path, work_dir / "out", volume_request, settings.max_voxels)
+                await run_in_threadpool(validate_upload, input_path, work_dir / "out", volume_request, settings.max_voxels, extension)
             job = jobs.submit(job_id, who, work_dir, input_path, volume_request)
         except BaseException:
             shutil.rmtree(work_dir, ignore_errors=True)

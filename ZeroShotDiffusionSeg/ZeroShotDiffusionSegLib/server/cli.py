@@ -28,6 +28,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--result-ttl", type=float, default=3600.0, help="seconds a finished job's results are kept (default 3600)")
     parser.add_argument("--workers", type=int, default=1, help="jobs run at once; each worker loads its own copy of the model (default 1)")
     parser.add_argument("--max-queued", type=int, default=64, help="jobs that may wait in the queue (default 64)")
+    parser.add_argument("--max-connections", type=int, default=200,
+                        help="open connections served at once; more are answered 503 (default 200)")
+    parser.add_argument("--header-timeout", type=float, default=30.0, metavar="S",
+                        help="close a connection whose request headers have not arrived within S seconds (default 30)")
     parser.add_argument("--work-dir", type=Path, help="parent of the server's private temporary directory (default: the system temp dir)")
 
 
@@ -79,8 +83,10 @@ def gpu_memory(device: str) -> Optional[dict]:
 
 def run(args) -> int:
     check_bind(args.host, args.token_file)
-    if args.workers < 1 or args.max_queued < 1 or args.max_upload_mb <= 0 or args.result_ttl < 0:
-        raise UserError("--workers and --max-queued must be at least 1, --max-upload-mb positive, --result-ttl not negative")
+    if args.workers < 1 or args.max_queued < 1 or args.max_upload_mb <= 0 or args.result_ttl < 0 \
+            or args.max_connections < 1 or not args.header_timeout > 0:
+        raise UserError("--workers, --max-queued and --max-connections must be at least 1, --max-upload-mb and "
+                        "--header-timeout positive, --result-ttl not negative")
     from .auth import TokenStore
 
     tokens = TokenStore.from_file(args.token_file) if args.token_file is not None else None
@@ -105,5 +111,9 @@ def run(args) -> int:
     )
     app = create_app(settings, [build_executor(s) for s in segmenters], engine_info_provider(segmenters[0], args.device))
     log.info("serving on http://%s:%d (%s)", args.host, args.port, "token required" if tokens else "no token: loopback only")
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info", server_header=False)
+    from .connections import header_timeout_protocol
+
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info", server_header=False,
+                http=header_timeout_protocol(args.header_timeout), limit_concurrency=args.max_connections,
+                timeout_keep_alive=5)
     return 0

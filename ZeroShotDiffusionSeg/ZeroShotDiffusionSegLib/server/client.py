@@ -32,6 +32,7 @@ from .protocol import (
     TERMINAL_STATES,
     DONE,
     CANCELLED,
+    check_server_url,
     is_compatible,
     request_to_json,
     upload_extension,
@@ -65,7 +66,7 @@ class ServerClient:
         transport: Optional[httpx.BaseTransport] = None,
         verify=True,
     ):
-        self.base_url = base_url.rstrip("/")
+        self.base_url = check_server_url(base_url).rstrip("/")
         self.retries = int(retries)
         self.backoff_s = float(backoff_s)
         headers = {PROTOCOL_HEADER: PROTOCOL_VERSION, "User-Agent": f"zsdseg-client/{__version__}"}
@@ -177,17 +178,24 @@ class ServerClient:
         that fast). Cancelling cancels the job on the server and raises Cancelled."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         status = self.status(job_id)
+        reported = None  # the last event passed on: a long poll that times out returns the same status again
+
+        def report(status: dict) -> None:
+            nonlocal reported
+            event = _event_of(status)
+            if progress is not None and event != reported:
+                progress(event)
+                reported = event
+
         while status["state"] not in TERMINAL_STATES:
             if cancel is not None and cancel.is_set():
                 self.cancel(job_id)
                 raise Cancelled("cancelled")
             if deadline is not None and time.monotonic() > deadline:
                 raise UserError(f"job {job_id} did not finish within {timeout_s:.0f} s (it is {status['state']})")
-            if progress is not None:
-                progress(_event_of(status))
+            report(status)
             status = self.status(job_id, wait_s=poll_s, since=status["version"])
-        if progress is not None:
-            progress(_event_of(status))
+        report(status)
         return status
 
     def download(self, job_id: str, name: str, destination, download_progress: Optional[ByteProgress] = None,

@@ -14,7 +14,6 @@ import json
 import logging
 import secrets
 import shutil
-import tempfile
 import threading
 import time
 from collections import deque
@@ -26,6 +25,7 @@ from ..errors import Cancelled, UserError
 from ..progress import ProgressCallback, ProgressEvent
 from ..volume.request import VolumeRequest, VolumeResult
 from .protocol import CANCELLED, DONE, FAILED, QUEUED, RUNNING, TERMINAL_STATES
+from .work_dirs import WorkRoot
 
 log = logging.getLogger("zsdseg.server")
 
@@ -77,6 +77,7 @@ class JobManager:
         self._executors = list(executors)
         self._work_parent = work_parent
         self.work_root: Optional[Path] = None  # a private directory made by start(), removed by stop()
+        self._work: Optional[WorkRoot] = None
         self.result_ttl_s = float(result_ttl_s)
         self.max_queued = int(max_queued)
         self._jobs: Dict[str, Job] = {}
@@ -90,9 +91,8 @@ class JobManager:
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
-        if self._work_parent is not None:
-            Path(self._work_parent).mkdir(parents=True, exist_ok=True)
-        self.work_root = Path(tempfile.mkdtemp(prefix="zsdseg-serve-", dir=self._work_parent))
+        self._work = WorkRoot(self._work_parent)  # also removes the folders of a server that was killed
+        self.work_root = self._work.path
         for index, executor in enumerate(self._executors):
             thread = threading.Thread(target=self._worker_loop, args=(executor,), name=f"zsdseg-worker-{index}", daemon=True)
             thread.start()
@@ -112,8 +112,8 @@ class JobManager:
         deadline = time.monotonic() + timeout_s
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
-        if self.work_root is not None:
-            shutil.rmtree(self.work_root, ignore_errors=True)
+        if self._work is not None:
+            self._work.release()
 
     # -- the API's operations ----------------------------------------------------------------
     def new_job_dir(self) -> tuple:
@@ -203,8 +203,8 @@ class JobManager:
             outcome = DONE
         except Cancelled:
             outcome = CANCELLED
-        except UserError as user_error:
-            error = str(user_error)
+        except UserError as user_error:  # shown to the client: without the server's paths
+            error = str(user_error).replace(str(job.input_path), "the uploaded volume").replace(str(job.work_dir), "the job")
         except Exception:  # a bug or an out-of-memory: the job fails, the server keeps serving
             log.exception("job %s failed", job.id)
             error = "internal error while running the job (details are in the server log)"

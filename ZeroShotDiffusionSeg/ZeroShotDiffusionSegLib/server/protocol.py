@@ -31,6 +31,8 @@ RESULT_FILES = OUTPUT_NAMES
 # (a detached .nhdr/.mhd header needs a second file). Only this suffix of the client's file name is ever
 # used on the server; the name itself never touches the server's filesystem.
 UPLOAD_EXTENSIONS = (".nii.gz", ".nrrd", ".nii", ".mha")
+# A request is a few hundred characters; this bounds the parsing work a client can ask for.
+MAX_REQUEST_CHARS = 100_000
 
 
 def protocol_major(version: str) -> int:
@@ -42,6 +44,21 @@ def protocol_major(version: str) -> int:
 
 def is_compatible(version: str) -> bool:
     return protocol_major(version) == protocol_major(PROTOCOL_VERSION)
+
+
+def check_server_url(url: str) -> str:
+    """``url`` if it is an http(s) URL with a host, else a UserError that says what a server URL looks like."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(str(url).strip())
+        parts.port  # raises ValueError for a port that is not a number
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise UserError(f"--server takes an http:// or https:// URL with a host, e.g. https://gpu.example.org:8000; "
+                        f"got {str(url)[:80]!r}")
+    return str(url).strip()
 
 
 def upload_extension(filename: Optional[str]) -> str:
@@ -61,16 +78,13 @@ def request_to_json(request: VolumeRequest) -> str:
 
 
 def request_from_json(text: str) -> VolumeRequest:
-    """A VolumeRequest from the JSON a client sent; any malformed value is a UserError (a 400)."""
+    """A VolumeRequest from the JSON a client sent; any malformed value is a one-line UserError (a 400)."""
+    if len(text or "") > MAX_REQUEST_CHARS:
+        raise UserError(f"the request field is longer than {MAX_REQUEST_CHARS} characters")
     try:
         data = json.loads(text) if text and text.strip() else {}
     except json.JSONDecodeError as error:
         raise UserError(f"the request field is not valid JSON: {error.msg} at character {error.pos}") from None
-    if not isinstance(data, dict):
-        raise UserError("the request field must be a JSON object")
-    try:
-        return request_from_dict(data)
-    except UserError:
-        raise
-    except (TypeError, ValueError, AttributeError) as error:
-        raise UserError(f"malformed request: {error}") from None
+    except RecursionError:
+        raise UserError("the request field is nested too deeply") from None
+    return request_from_dict(data)

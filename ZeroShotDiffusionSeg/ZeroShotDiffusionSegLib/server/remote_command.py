@@ -1,8 +1,7 @@
 """``zsdseg segment VOLUME --server URL --token-file F``: the same job, run by a server.
 
-``segment_command`` adds these options with ``add_remote_arguments`` and calls
-``run_remote_segment`` when ``--server`` is given; the VolumeRequest is built from the
-same options as a local run, so both produce the same four files in the output folder.
+``segment_command`` calls ``run_remote_segment`` with the VolumeRequest a local run would use
+when ``--server`` is given, so both produce the same four files in the output folder.
 """
 
 from __future__ import annotations
@@ -18,31 +17,34 @@ from ..volume.request import VolumeRequest
 from .protocol import UPLOAD_EXTENSIONS
 
 
-def add_remote_arguments(parser) -> None:
-    group = parser.add_argument_group("remote server (zsdseg serve)")
-    group.add_argument("--server", metavar="URL", help="run on a zsdseg server, e.g. https://gpu.example.org; results are downloaded into the output folder")
-    group.add_argument("--token-file", type=Path, metavar="F", help="file whose first line is the server token (name:token allowed); keep it chmod 600")
-    group.add_argument("--server-timeout", type=float, default=None, metavar="S", help="give up if the job has not finished after S seconds (default: wait)")
-
-
-def run_remote_segment(args, request: Optional[VolumeRequest] = None) -> int:
+def run_remote_segment(args, request: VolumeRequest) -> int:
     """Runs ``args.input`` on ``args.server`` and writes the results into ``args.out_dir``.
 
-    ``request`` is the VolumeRequest a local run would use; when None it is built from
-    ``args`` by the volume command's ``request_from_args``. Progress, Ctrl-C and the summary
+    ``request`` is the VolumeRequest a local run would use. Progress, Ctrl-C and the summary
     behave as in a local run; Ctrl-C cancels the job on the server.
     """
-    from ..volume.cli import print_summary, progress_printer, refuse_image_options, cancel_on_signals, request_from_args
+    from ..volume.cli import json_outcome, print_summary
     from ..volume.pipeline import check_request
     from .auth import read_client_token
+
+    kind = getattr(args, "progress", None) or ("bar" if sys.stderr.isatty() else "none")
+    with json_outcome(kind):
+        check_request(args.input, args.out_dir, request)  # every input error, before the upload
+        token = read_client_token(args.token_file) if args.token_file else None
+        result = _run_on_server(args, request, token, kind)
+    print_summary(result, kind)
+    times = result.timings
+    print(f"remote: upload {times['upload_s']:.1f} s, queued {times['queued_s']:.1f} s, server {times['server_s']:.1f} s, "
+          f"download {times['download_s']:.1f} s", file=sys.stderr)
+    return 0
+
+
+def _run_on_server(args, request: VolumeRequest, token: Optional[str], kind: str):
+    from ..volume.cli import cancel_on_signals, progress_printer
     from .client import ServerClient, run_remote_job
 
-    refuse_image_options(args)
-    request = request if request is not None else request_from_args(args)
-    check_request(args.input, args.out_dir, request)  # every input error, before the upload
-    token = read_client_token(args.token_file) if args.token_file else None
-    kind = getattr(args, "progress", None) or ("bar" if sys.stderr.isatty() else "none")
     callback, close = progress_printer(kind)
+    callback = whole_run_progress(callback) if callback is not None else None
     cancel = threading.Event()
     timeout_s = getattr(args, "server_timeout", None)
     timed_out = threading.Event()
@@ -55,7 +57,7 @@ def run_remote_segment(args, request: Optional[VolumeRequest] = None) -> int:
             if timer is not None:
                 timer.start()
             with cancel_on_signals(cancel):
-                result = run_remote_job(client, upload_path, args.out_dir, request, progress=callback, cancel=cancel)
+                return run_remote_job(client, upload_path, args.out_dir, request, progress=callback, cancel=cancel)
     except Cancelled:
         if timed_out.is_set():
             raise UserError(f"the server did not finish within --server-timeout {timeout_s:g} s; the job was cancelled") from None
@@ -64,11 +66,32 @@ def run_remote_segment(args, request: Optional[VolumeRequest] = None) -> int:
         if timer is not None:
             timer.cancel()
         close()
-    print_summary(result, kind)
-    times = result.timings
-    print(f"remote: upload {times['upload_s']:.1f} s, queued {times['queued_s']:.1f} s, server {times['server_s']:.1f} s, "
-          f"download {times['download_s']:.1f} s", file=sys.stderr)
-    return 0
+
+
+# Share of the whole remote run per stage, so the fraction shown grows from 0 to 1 once, as a local run's does.
+UPLOAD_SHARE, DOWNLOAD_SHARE = 0.05, 0.05
+
+
+def whole_run_progress(callback):
+    """Wraps a progress callback: per-stage fractions (upload 0..1, then the server's 0..1, then download 0..1)
+    become one fraction of the whole remote run that never goes back."""
+    from ..progress import ProgressEvent
+
+    highest = 0.0
+
+    def forward(event: ProgressEvent) -> None:
+        nonlocal highest
+        fraction = min(max(float(event.fraction or 0.0), 0.0), 1.0)
+        if event.stage == "upload":
+            overall = UPLOAD_SHARE * fraction
+        elif event.stage == "download":
+            overall = 1.0 - DOWNLOAD_SHARE + DOWNLOAD_SHARE * fraction
+        else:  # queued, or a stage of the job on the server
+            overall = UPLOAD_SHARE + (1.0 - UPLOAD_SHARE - DOWNLOAD_SHARE) * fraction
+        highest = max(highest, overall)
+        callback(ProgressEvent(event.stage, round(highest, 4), event.eta_s, event.message))
+
+    return forward
 
 
 class _uploadable:

@@ -1,25 +1,19 @@
-"""The MRML glue of the panel: the only file of this package that imports ``slicer``.
+"""MRML helpers of the panel: engine setup hooks, input/output checks, the volume's grid.
 
-Imported by the module file inside Slicer only (SlicerNNUnet keeps its widget and logic
-in its library the same way). Everything here applies decisions made elsewhere: names,
-colours, terminology and lesion rows come from ``results.ResultSession``, the setup order
-from ``setup_state``, geometry checks from ``geometry``. The Slicer self-test in
-Testing/Python exercises it with a stub runner.
+One of the few files of this package that import ``slicer`` (with ``importer``, ``logic`` and
+``run_view``). Everything here applies decisions made elsewhere: the setup order comes from
+``setup_state``, geometry conversions from ``geometry``, wording from ``messages``.
 """
 
 from __future__ import annotations
 
-import numpy as np
 import qt
 import slicer
 import vtk
 
 from ..errors import UserError
 from . import setup_state
-from .geometry import geometries_match, geometry_from_ijk_to_ras
-from .results import ResultSession, lesion_centre_ras
-
-SCORE_OPACITY = 0.4
+from .geometry import geometry_from_ijk_to_ras
 
 
 def ijk_to_ras_geometry(volume_node):
@@ -67,104 +61,30 @@ def check_input_volume(volume, uses_points):
         raise UserError("The input volume is transformed: harden the transform (Data module) before using seeds or an ROI.")
 
 
-class ResultImporter:
-    """One finished run in the scene: its segments, score overlay, lesion table and undo state."""
+def check_output_segmentation(node):
+    """Refuse a segmentation whose segments are not stored as binary labelmaps (e.g. loaded from STL).
 
-    def __init__(self, volume, segmentation_node, request, presets=()):
-        self.volume, self.segmentation_node, self.request, self.presets = volume, segmentation_node, request, presets
-        self.session, self.view, self.segment_ids, self.score_node, self._undo = None, None, [], None, None
+    The result is a labelmap; adding it would fail half-way or convert the user's surfaces without asking
+    (the Segment Editor asks first). An empty segmentation is fine: the importer makes it a labelmap one.
+    """
+    if not node:
+        return
+    segmentation = node.GetSegmentation()
+    source = segmentation.GetSourceRepresentationName()
+    if segmentation.GetNumberOfSegments() and source != "Binary labelmap":
+        raise UserError(f"The output segmentation '{node.GetName()}' stores its segments as '{source}' (e.g. loaded "
+                        "from a model file): choose another or a new output segmentation, or make 'Binary labelmap' "
+                        "its source representation in the Segmentations module.")
 
-    def load(self, files):
-        """Read labels/score (checking their grid), save the undo state, create the segments."""
-        volume, node = self.volume, self.segmentation_node
-        if volume.GetScene() is None or node.GetScene() is None:
-            raise UserError("The input volume or the output segmentation was deleted during the run.")
-        geometry = ijk_to_ras_geometry(volume)
-        labels_node = slicer.util.loadLabelVolume(files["labels"], {"show": False})
-        try:
-            self.score_node = slicer.util.loadVolume(files["score"], {"name": f"{volume.GetName()} score", "show": False})
-            if not all(geometries_match(geometry, ijk_to_ras_geometry(n)) for n in (labels_node, self.score_node)):
-                slicer.mrmlScene.RemoveNode(self.score_node)
-                raise UserError("The engine returned a result on a different grid than the input; not imported.")
-            labels = slicer.util.arrayFromVolume(labels_node).copy()
-        finally:
-            slicer.mrmlScene.RemoveNode(labels_node)
-        request = self.request
-        self.session = ResultSession(request.mode, request.prompt, slicer.util.arrayFromVolume(self.score_node).copy(),
-                                     labels, geometry, request.params.selection_threshold, not request.binary,
-                                     request.min_volume_mm3, self.presets)
-        self._undo = slicer.vtkSegmentation()
-        self._undo.DeepCopy(node.GetSegmentation())
-        slicer.mrmlScene.SaveStateForUndo()
-        for result_node in (node, self.score_node):
-            result_node.SetAndObserveTransformNodeID(volume.GetTransformNodeID())
-        node.SetReferenceImageGeometryParameterFromVolumeNode(volume)  # also sets the geometry node reference
-        node.CreateDefaultDisplayNodes()
-        hierarchy = slicer.mrmlScene.GetSubjectHierarchyNode()
-        study = hierarchy.GetItemParent(hierarchy.GetItemByDataNode(volume))
-        for result_node in (node, self.score_node):
-            hierarchy.SetItemParent(hierarchy.GetItemByDataNode(result_node), study)
-        self.apply(self.session.view(existing_names=self.other_segment_names()))
-        self.show_score(True)
-        return self
 
-    def other_segment_names(self):
-        segmentation = self.segmentation_node.GetSegmentation()
-        return [segmentation.GetSegment(i).GetName() for i in segmentation.GetSegmentIDs() if i not in self.segment_ids]
-
-    def apply(self, view):
-        """Replace this run's segments by ``view``'s (same grid as the input volume)."""
-        segmentation = self.segmentation_node.GetSegmentation()
-        for segment_id in self.segment_ids:
-            segmentation.RemoveSegment(segment_id)
-        self.segment_ids = []
-        for spec in view.segments:
-            segment_id = segmentation.AddEmptySegment("", spec.name, spec.color)
-            segment = segmentation.GetSegment(segment_id)
-            segment.SetTag(segment.GetTerminologyEntryTagName(), spec.terminology)
-            mask = (view.labels == spec.label).astype(np.uint8)
-            slicer.util.updateSegmentBinaryLabelmapFromArray(mask, self.segmentation_node, segment_id, self.volume)
-            self.segment_ids.append(segment_id)
-        self.view = view
-
-    def apply_threshold(self, threshold):
-        if self.session and self.session.live:
-            self.apply(self.session.view(threshold, self.other_segment_names()))
-
-    def undo(self):
-        """Put the segmentation back as it was before this result."""
-        if self._undo is not None and self.segmentation_node.GetScene():
-            self.segmentation_node.GetSegmentation().DeepCopy(self._undo)
-        self._undo, self.session, self.view, self.segment_ids = None, None, None, []
-
-    def show_score(self, show):
-        if not self.score_node or not self.score_node.GetScene():
-            return
-        display = self.score_node.GetDisplayNode()
-        colors = slicer.mrmlScene.GetFirstNodeByName("Inferno") or slicer.mrmlScene.GetNodeByID("vtkMRMLColorTableNodeRainbow")
-        display.SetAndObserveColorNodeID(colors.GetID())
-        display.AutoWindowLevelOff()
-        display.SetWindowLevelMinMax(0.0, 1.0)
-        display.SetThreshold(0.01, 1.0)  # zero score transparent: the overlay only tints candidate voxels
-        display.ApplyThresholdOn()
-        slicer.util.setSliceViewerLayers(foreground=self.score_node if show else None, foregroundOpacity=SCORE_OPACITY)
-
-    def centre_on_lesion(self, row):
-        if not self.view or row >= len(self.view.lesions):
-            return
-        point = list(lesion_centre_ras(self.view.lesions[row]))
-        parent = self.volume.GetParentTransformNode()
-        if parent:  # centroids are in the volume's local frame
-            to_world = vtk.vtkGeneralTransform()
-            parent.GetTransformToWorld(to_world)
-            point = list(to_world.TransformPoint(point))
-        slicer.modules.markups.logic().JumpSlicesToLocation(*point, True)
-
-    def open_in_segment_editor(self):
-        slicer.util.selectModule("SegmentEditor")
-        editor = slicer.modules.SegmentEditorWidget.editor
-        editor.setSegmentationNode(self.segmentation_node)
-        set_source = getattr(editor, "setSourceVolumeNode", None) or editor.setMasterVolumeNode  # < 5.4: "master"
-        set_source(self.volume)
-        if self.segment_ids:
-            editor.setCurrentSegmentID(self.segment_ids[0])
+def ijk_to_segmentation_matrix(volume, segmentation_node):
+    """The volume's IJK -> the segmentation's local frame (their transforms between), as a vtkMatrix4x4."""
+    between = vtk.vtkMatrix4x4()
+    if not slicer.vtkMRMLTransformNode.GetMatrixTransformBetweenNodes(
+            volume.GetParentTransformNode(), segmentation_node.GetParentTransformNode(), between):
+        raise UserError("The input volume and the output segmentation are under different non-linear transforms: "
+                        "harden the transforms (Data module) first.")
+    ijk_to_ras, result = vtk.vtkMatrix4x4(), vtk.vtkMatrix4x4()
+    volume.GetIJKToRASMatrix(ijk_to_ras)
+    vtk.vtkMatrix4x4.Multiply4x4(between, ijk_to_ras, result)
+    return result

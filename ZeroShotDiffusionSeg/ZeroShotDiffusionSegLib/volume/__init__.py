@@ -1,4 +1,4 @@
-"""The slice-wise volume pipeline (issue 3): read, window, slice, segment, consolidate in 3-D, write."""
+"""The slice-wise volume pipeline: read, window, slice, segment, consolidate in 3-D, write."""
 
 from .request import VolumeRequest, VolumeResult
 

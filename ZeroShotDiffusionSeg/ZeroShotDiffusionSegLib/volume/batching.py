@@ -14,7 +14,7 @@ import numpy as np
 
 from ..engine.types import ImageResult, SegmentationParams
 from ..errors import UserError
-from ..progress import check_cancel
+from ..progress import cancel_scope, check_cancel
 
 # Rough peak memory of one 512 px slice in the engine (fp32): the head-averaged 4096x4096 self-attention
 # maps of the 64x64 layers dominate, and they grow with the fourth power of the resolution.
@@ -113,7 +113,8 @@ class BatchRunner:
             batch_keys = list(keys[start : start + self.batch_size])
             images = [make_image(key) for key in batch_keys]
             try:
-                results = self.segmenter.segment_batch(images, prompt=prompt, params=self.params)
+                with cancel_scope(self.cancel):  # the engine checks it between images and merging iterations
+                    results = self.segmenter.segment_batch(images, prompt=prompt, params=self.params)
             except Exception as error:  # noqa: BLE001 - only OOM is handled, everything else re-raised
                 if not is_out_of_memory(error):
                     raise

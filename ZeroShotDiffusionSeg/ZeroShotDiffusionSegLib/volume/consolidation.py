@@ -161,6 +161,11 @@ def _longest_axial_diameter(lesion: np.ndarray, to_mm: np.ndarray, numpy_axis: i
     return longest
 
 
+def _rounded(value: float, digits: int) -> float:
+    """``round``, with -0.0 (a small negative number, or RAS of LPS 0) written as 0.0."""
+    return round(float(value), digits) + 0.0
+
+
 def lesion_table(labels: np.ndarray, score: np.ndarray, image: sitk.Image, axial_axis: int) -> List[dict]:
     """One row per lesion, the columns of lesions.csv (values rounded to fixed decimals, so the CSV is stable).
 
@@ -185,8 +190,8 @@ def lesion_table(labels: np.ndarray, score: np.ndarray, image: sitk.Image, axial
             "voxels": n,
             "volume_ml": round(n * voxel_ml, 6),
             "longest_axial_diameter_mm": round(_longest_axial_diameter(inside, to_mm, 2 - axial_axis), 2),
-            "centroid_ras_x": round(ras[0], 2), "centroid_ras_y": round(ras[1], 2), "centroid_ras_z": round(ras[2], 2),
-            "centroid_lps_x": round(lps[0], 2), "centroid_lps_y": round(lps[1], 2), "centroid_lps_z": round(lps[2], 2),
+            "centroid_ras_x": _rounded(ras[0], 2), "centroid_ras_y": _rounded(ras[1], 2), "centroid_ras_z": _rounded(ras[2], 2),
+            "centroid_lps_x": _rounded(lps[0], 2), "centroid_lps_y": _rounded(lps[1], 2), "centroid_lps_z": _rounded(lps[2], 2),
             "mean_score": round(float(score[box][inside].mean(dtype=np.float64)), 4),
         })
     return rows

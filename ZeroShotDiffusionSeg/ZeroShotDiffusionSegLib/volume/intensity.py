@@ -44,7 +44,8 @@ class IntensityChoice:
         if self.name == "percentile":
             return f"intensity: {self.reason}; window {self.lower:g}..{self.upper:g}"
         width, level = self.upper - self.lower, (self.upper + self.lower) / 2
-        return f"intensity: CT window '{self.name}' W{width:g}/L{level:g} ({self.reason})"
+        kind = "CT window" if self.is_ct else "window"
+        return f"intensity: {kind} '{self.name}' W{width:g}/L{level:g} ({self.reason})"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -106,7 +107,10 @@ def choose_intensity(array: np.ndarray, prompt: Optional[str] = None, window: Op
     is_ct = looks_like_ct(array)
     if window:
         name, lower, upper = parse_window(window)
-        return IntensityChoice(is_ct, name, lower, upper, "--window given")
+        reason = "--window given" if is_ct else (
+            f"--window given, but the volume does not look like CT (values {float(array.min()):g}..{float(array.max()):g}, "
+            "not Hounsfield units): check the window")
+        return IntensityChoice(is_ct, name, lower, upper, reason)
     if is_ct:
         name, why = preset_for_prompt(prompt)
         preset = ct_window_presets()["presets"][name]

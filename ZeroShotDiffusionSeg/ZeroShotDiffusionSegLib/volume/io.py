@@ -13,7 +13,7 @@ import re
 import struct
 import zlib
 from pathlib import Path
-from typing import List, Union
+from typing import List, Optional, Union
 
 import numpy as np
 import SimpleITK as sitk
@@ -45,29 +45,30 @@ def _itk_reason(error: Exception) -> str:
     return reason
 
 
-def _read_dicom_folder(folder: Path) -> sitk.Image:
+def _read_dicom_folder(folder: Path, series_uid: Optional[str] = None) -> sitk.Image:
+    from ..dicom.series import choose_series
+
     reader = sitk.ImageSeriesReader()
-    series_ids = reader.GetGDCMSeriesIDs(str(folder))
-    if not series_ids:
-        raise UserError(f"{folder} is a folder without a DICOM series; give a volume file or a folder of one DICOM series")
-    if len(series_ids) > 1:
-        raise UserError(
-            f"{folder} holds {len(series_ids)} DICOM series ({', '.join(series_ids)}); give a folder with exactly one series"
-        )
-    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder), series_ids[0]))
+    reader.SetFileNames(choose_series(folder, series_uid))
     return reader.Execute()
 
 
-def _read_file(path: Path) -> sitk.Image:
+class UnreadableImage(UserError):
+    """The file could not be read as an image; the message quotes the reader (for a local user only)."""
+
+
+def _read_file(path: Path, image_io: Optional[str], name: str) -> sitk.Image:
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
+    if image_io:
+        reader.SetImageIO(image_io)
     reader.ReadImageInformation()
     # Check the header's spacing before reading: for a negative spacing the NRRD, MetaImage and NIfTI
     # readers silently flip the direction instead, which would hide a broken header.
     if min(reader.GetSpacing()) <= 0:
-        raise UserError(f"{path} has zero or negative voxel spacing {reader.GetSpacing()}; every spacing must be positive")
+        raise UserError(f"{name} has zero or negative voxel spacing {reader.GetSpacing()}; every spacing must be positive")
     if str(path).lower().endswith((".nii", ".nii.gz")) and not nifti_data_is_complete(path):
-        raise UserError(f"{path} is truncated: its NIfTI header promises more voxel data than the file holds")
+        raise UserError(f"{name} is truncated: its NIfTI header promises more voxel data than the file holds")
     return reader.Execute()
 
 
@@ -118,19 +119,26 @@ def _nifti_file_bytes(header: bytes):
     return max(offset, 348) + voxels * bitpix // 8
 
 
-def read_volume(path: PathLike) -> sitk.Image:
-    """Read a 3-D scalar volume (NRRD, NIfTI, MHA/MHD, or a folder with one DICOM series) and validate it."""
+def read_volume(path: PathLike, image_io: Optional[str] = None, name: Optional[str] = None,
+                series_uid: Optional[str] = None) -> sitk.Image:
+    """Read a 3-D scalar volume (NRRD, NIfTI, MHA/MHD, or a folder with one DICOM series) and validate it.
+
+    ``image_io``: the one ITK reader to use (e.g. "NrrdImageIO"); default: ITK picks by name and content.
+    ``name``: how messages call the volume (default: its path). A reader failure is an ``UnreadableImage``.
+    ``series_uid``: the series to read from a DICOM folder holding several.
+    """
     path = Path(path)
+    name = name or str(path)
     if not path.exists():
         raise UserError(f"input not found: {path}")
     try:
-        image = _read_dicom_folder(path) if path.is_dir() else _read_file(path)
+        image = _read_dicom_folder(path, series_uid) if path.is_dir() else _read_file(path, image_io, name)
     except RuntimeError as error:
         reason = _itk_reason(error)
         if "spacing" in reason.lower():
-            raise UserError(f"{path} has invalid voxel spacing ({reason}); every spacing must be positive") from None
-        raise UserError(f"{path} is not a readable image ({reason})") from None
-    validate_volume(image, str(path))
+            raise UnreadableImage(f"{name} has invalid voxel spacing ({reason}); every spacing must be positive") from None
+        raise UnreadableImage(f"{name} is not a readable image ({reason})") from None
+    validate_volume(image, name)
     return image
 
 
@@ -159,7 +167,7 @@ def validate_volume(image: sitk.Image, name: str = "input") -> None:
             raise UserError(f"{name} contains {bad} NaN or infinite voxel values; fix or mask them first")
     low, high = array.min(), array.max()
     if low == high:
-        raise UserError(f"{name} is constant (every voxel is {low}); there is nothing to segment")
+        raise UserError(f"{name} is constant (every voxel has the same value); there is nothing to segment")
 
 
 def volume_array(image: sitk.Image) -> np.ndarray:

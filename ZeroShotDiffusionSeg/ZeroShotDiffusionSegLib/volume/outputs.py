@@ -49,6 +49,7 @@ class StagedOutputFolder:
         anchor = self.out_dir if self.out_dir.exists() else _nearest_existing(self.out_dir.parent)
         if not anchor.is_dir() or not os.access(anchor, os.W_OK | os.X_OK):
             raise UserError(f"cannot write the output folder {self.out_dir}: {anchor} is not writable")
+        remove_stale_staging(anchor)
         # os.mkdir, not tempfile.mkdtemp: mkdtemp makes the folder private (0700), and when it is renamed
         # into place the user's umask should decide its permissions like for any new folder.
         self.staging = anchor / f"{STAGING_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -85,6 +86,31 @@ class StagedOutputFolder:
     def __exit__(self, exc_type, exc, tb) -> None:
         if self.committed is None:
             self.discard()
+
+
+def remove_stale_staging(folder: Path) -> List[Path]:
+    """Remove the staging folders in ``folder`` whose run is dead (killed: its process id no longer exists).
+
+    The process id is in the name; a live process with that id (this machine's) keeps its folder.
+    """
+    removed = []
+    for staging in folder.glob(STAGING_PREFIX + "*"):
+        pid_text = staging.name[len(STAGING_PREFIX):].split("-", 1)[0]
+        if not pid_text.isdigit() or not staging.is_dir() or staging.is_symlink() or _process_exists(int(pid_text)):
+            continue
+        shutil.rmtree(staging, ignore_errors=True)
+        removed.append(staging)
+    return removed
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # another user's process, or a name we did not make: leave it
+    return True
 
 
 def write_lesions_csv(rows: List[dict], path: Path) -> None:

@@ -19,14 +19,18 @@ import SimpleITK as sitk
 
 from .. import __version__
 from ..errors import UserError
+from ..engine.prompt_length import segmenter_prompt_note
 from ..progress import ProgressCallback, ProgressTracker, check_cancel
-from . import consolidation, geometry, intensity, io, outputs
+from . import consolidation, geometry, intensity, io, outputs, sam_refinement
 from . import healthy as pseudo_healthy
 from .batching import BatchRunner, choose_batch_size
 from .request import VolumeRequest, VolumeResult
 from .slicing import SlicePlan, choose_slice_axis
 
 AXIS_NAMES = "ijk"
+# The engine scales each slice up to the model's resolution; a slice narrower than this holds no lesion to find.
+MIN_SLICE_SIDE = 8
+NOTHING_TO_SEGMENT = "no slice inside the ROI holds anything but air or a constant value; nothing to segment"
 
 
 def resolve_mode(request: VolumeRequest) -> str:
@@ -42,11 +46,7 @@ def resolve_mode(request: VolumeRequest) -> str:
         raise UserError('prompt mode needs a non-empty --prompt, e.g. --prompt "liver tumor"')
     if mode == "seed" and not request.seeds:
         raise UserError("seed mode needs at least one --seed-ras or --seed-lps X,Y,Z")
-    if mode not in ("prompt", "seed", "unsupervised"):
-        raise UserError(f"unknown mode {request.mode!r}; use prompt, seed or unsupervised")
-    if request.min_volume_mm3 < 0:
-        raise UserError(f"--min-volume must be >= 0 mm3, got {request.min_volume_mm3}")
-    return mode
+    return mode  # the mode's spelling and every range were checked when the VolumeRequest was built
 
 
 class _Stopwatch:
@@ -63,8 +63,6 @@ class _Stopwatch:
 
 
 def roi_box(image: sitk.Image, request: VolumeRequest) -> geometry.IndexBox:
-    if request.roi_voxels is not None and request.roi_physical is not None:
-        raise UserError("give either a voxel ROI or a physical ROI, not both")
     if request.roi_voxels is not None:
         return geometry.voxel_roi_box(image, *request.roi_voxels)
     if request.roi_physical is not None:
@@ -142,20 +140,36 @@ def _segment_seeds(runner, plan, make_image, segmentable, seeds, shape, batch_si
     return selected
 
 
-def check_request(input_path, out_dir, request: VolumeRequest) -> None:
-    """Every input error ``run_volume`` would raise, found without a model: call it before a slow model load."""
+def check_request(input_path, out_dir, request: VolumeRequest, image: Optional[sitk.Image] = None) -> None:
+    """Every input error ``run_volume`` would raise, found without a model: call it before a slow model load.
+
+    ``image``: the volume already read (the server reads an upload with its own checks); else it is read here.
+    """
+    sam_refinement.check(request, resolve_mode(request))
     pseudo_healthy.check_request(request, resolve_mode(request))
     with outputs.StagedOutputFolder(out_dir):
         pass  # created and discarded: proves the output folder can be written
-    image = io.read_volume(input_path)
+    image = io.read_volume(input_path, series_uid=request.series_uid) if image is None else image
     box = roi_box(image, request)
-    choose_slice_axis(image.GetDirection(), request.axis)
+    plan = SlicePlan(choose_slice_axis(image.GetDirection(), request.axis), box)
+    rows, columns = (box.upper[a] - box.lower[a] + 1 for a in plan.in_plane_axes)
+    if min(rows, columns) < MIN_SLICE_SIDE:
+        inside = "the ROI" if request.roi_voxels is not None or request.roi_physical is not None else "the volume"
+        raise UserError(f"{inside} is {columns} x {rows} voxels in the slice plane (axis {AXIS_NAMES[plan.axis]}); "
+                        f"at least {MIN_SLICE_SIDE} x {MIN_SLICE_SIDE} is needed to segment")
     if request.seeds:
         _seed_voxels(image, request, box)
-    if request.window:
-        intensity.parse_window(request.window)
     if request.batch_size is not None:
         choose_batch_size(None, request.batch_size)  # only validates: an explicit size never asks the device
+    voxels = sitk.GetArrayViewFromImage(image)  # a view: checking costs no copy of the volume
+    choice = intensity.choose_intensity(voxels, request.prompt, request.window)
+    if not segmentable_slices(voxels, plan, choice):
+        raise UserError(NOTHING_TO_SEGMENT)
+
+
+def segmentable_slices(raw: np.ndarray, plan: SlicePlan, choice: intensity.IntensityChoice) -> List[int]:
+    """The slice indices inside the ROI that hold a body (not air only, not constant)."""
+    return [index for index in plan.slice_indices() if intensity.has_body(plan.extract(raw, index), choice)]
 
 
 @dataclass
@@ -188,7 +202,7 @@ class _Prepared:
 
 def _prepare(input_path, request: VolumeRequest, mode: str, watch: _Stopwatch, cancel) -> _Prepared:
     with watch.stage("read"):
-        image = io.read_volume(input_path)
+        image = io.read_volume(input_path, series_uid=request.series_uid)
         raw = io.volume_array(image)
         checksum = io.input_sha256(input_path)
     check_cancel(cancel)
@@ -198,7 +212,7 @@ def _prepare(input_path, request: VolumeRequest, mode: str, watch: _Stopwatch, c
         seeds = _seed_voxels(image, request, box) if mode == "seed" else []
         choice = intensity.choose_intensity(raw, request.prompt, request.window)
         candidates = plan.slice_indices()
-        segmentable = [index for index in candidates if intensity.has_body(plan.extract(raw, index), choice)]
+        segmentable = segmentable_slices(raw, plan, choice)
     return _Prepared(image, raw, checksum, box, plan, seeds, choice, candidates, segmentable)
 
 
@@ -242,6 +256,7 @@ def _provenance(input_path, prepared: _Prepared, segmenter, request, mode, runne
         },
         "seeds_ijk": [list(voxel) for voxel in prepared.seeds],
         "consolidation": {"rule": consolidation.RULES.get(mode), "connectivity": "face (6-connected)", **summary},
+        **sam_refinement.provenance_entry(request),
         "outputs": dict(outputs.OUTPUT_NAMES),
         "versions": outputs.package_versions(),
         "messages": messages,
@@ -268,14 +283,18 @@ def run_volume(
 ) -> VolumeResult:
     """Segment a 3-D volume slice by slice and write labels.nrrd, score.nrrd, lesions.csv, provenance.json."""
     mode = resolve_mode(request)
+    sam_refinement.check(request, mode)
+    pseudo_healthy.check_request(request, mode)
     watch = _Stopwatch()
     check_cancel(cancel)
     with outputs.StagedOutputFolder(out_dir) as staged:
         prepared = _prepare(input_path, request, mode, watch, cancel)
         image, count = prepared.image, len(prepared.segmentable)
         messages = [prepared.choice.describe(), prepared.slice_report()]
+        if mode != "unsupervised":
+            messages += [note for note in [segmenter_prompt_note(segmenter, request.prompt)] if note]
         if not count:
-            raise UserError("no slice inside the ROI holds anything but air or a constant value; nothing to segment")
+            raise UserError(NOTHING_TO_SEGMENT)
 
         reserved = pseudo_healthy.progress_units(request, count)  # the bar's share of --pseudo-healthy; 0 without
         tracker = ProgressTracker(progress, count + 2 + reserved, "segment")
@@ -288,6 +307,10 @@ def run_volume(
         runner = BatchRunner(segmenter, batch_size, request.params, cancel, on_batch)
         with watch.stage("segment"):
             selected, score, partition, volume_max = _segment(mode, runner, prepared, request)
+        if request.boundary == "sam":
+            with watch.stage("boundary"):
+                selected = sam_refinement.refine_volume(prepared, selected, score, request, cancel, lambda done, total: tracker.update(
+                    count, f"boundary: {done}/{total} slices", stage="boundary"))
         check_cancel(cancel)
         healthy_summary = None
         if request.pseudo_healthy is not None:

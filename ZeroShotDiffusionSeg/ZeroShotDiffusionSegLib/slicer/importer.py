@@ -1,0 +1,189 @@
+"""A finished run into the scene: segments on the input's voxels, the score overlay, threshold and undo.
+
+MRML glue (imports ``slicer``): the decisions (names, colours, terminology, lesion rows) come from
+``results.ResultSession``. Two rules hold here:
+
+- Geometry: the result's labels are on the input volume's grid, in the volume's local frame. The
+  new segments are written as one labelmap layer whose image-to-segmentation matrix is
+  (volume frame -> segmentation frame) x IJKToRAS, so they cover exactly those voxels in world space
+  whatever transforms the two nodes are under, and neither node is moved: segments already in the
+  segmentation stay where they were. A non-linear transform between the two is refused.
+- All or nothing: every check runs before the scene changes; if anything fails after that, the
+  segmentation and the scene are put back as they were.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import SimpleITK as sitk
+import slicer
+import vtk
+
+from ..errors import UserError
+from .geometry import geometries_match, geometry_of_sitk_image
+from .mrml import check_output_segmentation, ijk_to_ras_geometry, ijk_to_segmentation_matrix
+from .results import ResultSession, lesion_centre_ras
+
+SCORE_OPACITY = 0.4
+BINARY_LABELMAP = "Binary labelmap"
+REFERENCE_ROLE = "referenceImageGeometryRef"  # vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole()
+
+
+def scene_node_ids():
+    nodes = slicer.mrmlScene.GetNodes()
+    return [nodes.GetItemAsObject(i).GetID() for i in range(nodes.GetNumberOfItems())]
+
+
+def read_result_array(path, geometry, shape):
+    """The array of a result file (numpy k, j, i) if it lies on ``geometry``/``shape``; UserError otherwise."""
+    image = sitk.ReadImage(str(path))
+    array = sitk.GetArrayFromImage(image)
+    if array.shape != tuple(shape) or not geometries_match(geometry, geometry_of_sitk_image(image)):
+        raise UserError("The engine returned a result on a different grid than the input; not imported.")
+    return array
+
+
+def labelmap_layer(labels, matrix):
+    """A vtkOrientedImageData holding ``labels`` (numpy k, j, i) with image-to-segmentation ``matrix``."""
+    from vtk.util import numpy_support
+
+    image = slicer.vtkOrientedImageData()
+    k, j, i = labels.shape
+    image.SetDimensions(i, j, k)
+    image.AllocateScalars(vtk.VTK_UNSIGNED_SHORT, 1)
+    numpy_support.vtk_to_numpy(image.GetPointData().GetScalars())[:] = labels.astype(np.uint16).ravel()
+    image.SetImageToWorldMatrix(matrix)
+    return image
+
+
+class ResultImporter:
+    """One finished run in the scene: its segments, score overlay, lesion table and undo state."""
+
+    def __init__(self, volume, segmentation_node, request, presets=()):
+        self.volume, self.segmentation_node, self.request, self.presets = volume, segmentation_node, request, presets
+        self.session, self.view, self.segment_ids, self.score_node, self._undo = None, None, [], None, None
+        self._to_segmentation = None
+
+    def check(self):
+        """Everything that can refuse the import, with the scene untouched; returns the IJK->segmentation matrix."""
+        volume, node = self.volume, self.segmentation_node
+        if volume.GetScene() is None or node.GetScene() is None:
+            raise UserError("The input volume or the output segmentation was deleted during the run.")
+        check_output_segmentation(node)
+        return ijk_to_segmentation_matrix(volume, node)
+
+    def load(self, files):
+        """Read labels/score (checking their grid), then create the score overlay and the segments."""
+        to_segmentation = self.check()
+        geometry = ijk_to_ras_geometry(self.volume)
+        shape = slicer.util.arrayFromVolume(self.volume).shape
+        labels = read_result_array(files["labels"], geometry, shape)
+        score = read_result_array(files["score"], geometry, shape).astype(np.float32)
+        request = self.request
+        session = ResultSession(request.mode, request.prompt, score, labels, geometry,
+                                request.params.selection_threshold, not request.binary, request.min_volume_mm3,
+                                self.presets)
+        self._undo = slicer.vtkSegmentation()
+        self._undo.DeepCopy(self.segmentation_node.GetSegmentation())
+        nodes_before = scene_node_ids()
+        had_reference = bool(self.segmentation_node.GetNodeReferenceID(REFERENCE_ROLE))
+        try:
+            self._add_to_scene(session, score, to_segmentation)
+        except BaseException:
+            self.undo()
+            if not had_reference and self.segmentation_node.GetScene():
+                self.segmentation_node.RemoveNodeReferenceIDs(REFERENCE_ROLE)
+            for node_id in reversed([i for i in scene_node_ids() if i not in nodes_before]):
+                slicer.mrmlScene.RemoveNode(slicer.mrmlScene.GetNodeByID(node_id))
+            self.score_node = None
+            raise
+        return self
+
+    def _add_to_scene(self, session, score, to_segmentation):
+        volume, node = self.volume, self.segmentation_node
+        slicer.mrmlScene.SaveStateForUndo()
+        self.score_node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", f"{volume.GetName()} score")
+        self.score_node.CopyOrientation(volume)  # same IJKToRAS: the score is on the input's grid
+        slicer.util.updateVolumeFromArray(self.score_node, score)
+        self.score_node.SetAndObserveTransformNodeID(volume.GetTransformNodeID())
+        hierarchy = slicer.mrmlScene.GetSubjectHierarchyNode()
+        study = hierarchy.GetItemParent(hierarchy.GetItemByDataNode(volume))
+        moved = [self.score_node]
+        if node.GetSegmentation().GetNumberOfSegments() == 0:  # a new segmentation: nothing to convert or keep
+            node.GetSegmentation().SetSourceRepresentationName(BINARY_LABELMAP)
+            moved.append(node)
+        for result_node in moved:
+            hierarchy.SetItemParent(hierarchy.GetItemByDataNode(result_node), study)
+        if not node.GetNodeReferenceID(REFERENCE_ROLE):
+            node.SetReferenceImageGeometryParameterFromVolumeNode(volume)  # also the reference DICOM SEG needs
+        node.CreateDefaultDisplayNodes()
+        self.session, self._to_segmentation = session, to_segmentation
+        self.apply(session.view(existing_names=self.other_segment_names()))
+        self.show_score(True)
+
+    def other_segment_names(self):
+        segmentation = self.segmentation_node.GetSegmentation()
+        return [segmentation.GetSegment(i).GetName() for i in segmentation.GetSegmentIDs() if i not in self.segment_ids]
+
+    def apply(self, view):
+        """Replace this run's segments by ``view``'s: one shared labelmap layer, one label value per segment."""
+        segmentation = self.segmentation_node.GetSegmentation()
+        for segment_id in self.segment_ids:
+            segmentation.RemoveSegment(segment_id)
+        self.segment_ids = []
+        layer = labelmap_layer(view.labels, self._to_segmentation)
+        for spec in view.segments:
+            segment = slicer.vtkSegment()
+            segment.SetName(spec.name)
+            segment.SetColor(*spec.color)
+            segment.SetLabelValue(spec.label)
+            segment.SetTag(segment.GetTerminologyEntryTagName(), spec.terminology)
+            segment.AddRepresentation(BINARY_LABELMAP, layer)
+            segment_id = segmentation.GenerateUniqueSegmentID(spec.name)
+            if not segmentation.AddSegment(segment, segment_id):
+                raise RuntimeError(f"could not add segment {spec.name!r}")
+            self.segment_ids.append(segment_id)
+        self.view = view
+
+    def apply_threshold(self, threshold):
+        if self.session and self.session.live:
+            self.apply(self.session.view(threshold, self.other_segment_names()))
+
+    def undo(self):
+        """Put the segmentation back as it was before this result."""
+        if self._undo is not None and self.segmentation_node.GetScene():
+            self.segmentation_node.GetSegmentation().DeepCopy(self._undo)
+        self._undo, self.session, self.view, self.segment_ids = None, None, None, []
+
+    def show_score(self, show):
+        if not self.score_node or not self.score_node.GetScene():
+            return
+        self.score_node.CreateDefaultDisplayNodes()
+        display = self.score_node.GetDisplayNode()
+        colors = slicer.mrmlScene.GetFirstNodeByName("Inferno") or slicer.mrmlScene.GetNodeByID("vtkMRMLColorTableNodeRainbow")
+        display.SetAndObserveColorNodeID(colors.GetID())
+        display.AutoWindowLevelOff()
+        display.SetWindowLevelMinMax(0.0, 1.0)
+        display.SetThreshold(0.01, 1.0)  # zero score transparent: the overlay only tints candidate voxels
+        display.ApplyThresholdOn()
+        slicer.util.setSliceViewerLayers(foreground=self.score_node if show else None, foregroundOpacity=SCORE_OPACITY)
+
+    def centre_on_lesion(self, row):
+        if not self.view or row >= len(self.view.lesions):
+            return
+        point = list(lesion_centre_ras(self.view.lesions[row]))
+        parent = self.volume.GetParentTransformNode()
+        if parent:  # centroids are in the volume's local frame
+            to_world = vtk.vtkGeneralTransform()
+            parent.GetTransformToWorld(to_world)
+            point = list(to_world.TransformPoint(point))
+        slicer.modules.markups.logic().JumpSlicesToLocation(*point, True)
+
+    def open_in_segment_editor(self):
+        slicer.util.selectModule("SegmentEditor")
+        editor = slicer.modules.SegmentEditorWidget.editor
+        editor.setSegmentationNode(self.segmentation_node)
+        set_source = getattr(editor, "setSourceVolumeNode", None) or editor.setMasterVolumeNode  # < 5.4: "master"
+        set_source(self.volume)
+        if self.segment_ids:
+            editor.setCurrentSegmentID(self.segment_ids[0])

@@ -1,0 +1,150 @@
+"""The panel's Logic: starts runs, polls them, imports results. No widgets and no ``self.ui``.
+
+The module file subclasses ``ZeroShotDiffusionSegLogic`` only to wrap its parameter node; scripts and
+tests use it directly. Every method takes the parameter node (or anything with its attribute names),
+so a run can be driven without the panel. Collaborators are injected: ``runnerFactory(settings) ->
+Runner`` (tests pass a stub), ``importerFactory(volume, segmentation, request, presets)`` (the object
+whose ``load(files)`` brings a finished job into the scene). A run is: checks, ``runnerFor``,
+``exportVolume``, ``submit``; another kind of job can reuse those steps with its own importer.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import slicer
+from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic
+
+from ..errors import UserError
+from . import mrml, panel, setup_state
+from .importer import ResultImporter
+
+MODULE_DIR = str(Path(__file__).resolve().parents[2])  # the folder of ZeroShotDiffusionSeg.py and the library
+SETTINGS_PREFIX = "ZeroShotDiffusionSeg/"
+
+
+def pythonExecutable():
+    """Slicer's own Python for the worker, so it sees the packages the setup installed."""
+    return shutil.which("PythonSlicer") or sys.executable
+
+
+class ZeroShotDiffusionSegLogic(ScriptedLoadableModuleLogic):
+    """Starts runs and imports results. ``runnerFactory(settings) -> Runner`` is injectable (tests pass a stub)."""
+
+    def __init__(self, runnerFactory=None, importerFactory=ResultImporter):
+        ScriptedLoadableModuleLogic.__init__(self)
+        self.runnerFactory = runnerFactory or (lambda s: panel.create_runner(s, pythonExecutable(), [MODULE_DIR]))
+        self.importerFactory = importerFactory
+        self.runner, self.runnerKey, self.pending, self.result, self.workDir, self.jobId = (None,) * 6
+        self.uploadConsent = set()  # server URLs the user agreed to send volumes to, this session
+
+    @property
+    def busy(self):
+        return self.runner is not None and self.runner.busy
+
+    def settingsFrom(self, p, token=""):
+        seeds = []
+        if p.seedPoints:
+            seeds = [tuple(p.seedPoints.GetNthControlPointPositionWorld(i)) for i in range(p.seedPoints.GetNumberOfControlPoints())]
+        bounds = None
+        if p.roi:
+            bounds = [0.0] * 6
+            p.roi.GetRASBounds(bounds)
+        return panel.PanelSettings(
+            mode=panel.option_value(panel.MODES, p.mode), prompt=p.prompt, seeds_ras=seeds, roi_bounds_ras=bounds,
+            kl_threshold=p.klThreshold, timestep=p.timestep, selection_threshold=p.selectionThreshold,
+            axis=panel.option_value(panel.AXES, p.sliceAxis), batch_size=p.batchSize, min_volume_mm3=p.minVolume,
+            per_lesion=p.perLesion, device=panel.option_value(panel.DEVICES, p.device), model=p.model,
+            server_url=p.serverUrl, server_token=token)
+
+    def setupEngine(self, settings, requirementsPath):
+        """First-use setup (order and consent rules: setup_state); True when the engine can run."""
+        requirements = setup_state.requirements_for_engine(setup_state.read_requirements_file(requirementsPath),
+                                                           settings.local_engine)
+        setup = setup_state.EngineSetup(mrml.setup_hooks(requirements, SETTINGS_PREFIX), settings.model,
+                                        testing=slicer.app.testingEnabled(), local_engine=settings.local_engine)
+        state = setup.run()
+        url = settings.server_url.strip()
+        if setup.ready and url and url not in self.uploadConsent and not slicer.app.testingEnabled():
+            if not slicer.util.confirmOkCancelDisplay(f"The volume will be uploaded to {url}: patient data leaves "
+                                                      "this computer. Continue?", windowTitle="Remote engine"):
+                return False
+            self.uploadConsent.add(url)
+        if state == setup_state.SetupState.RESTART_REQUIRED:
+            if slicer.util.confirmOkCancelDisplay(setup.message + " Restart now?"):
+                slicer.util.restart()
+        elif state == setup_state.SetupState.FAILED:
+            raise UserError(setup.message)
+        elif not setup.ready:
+            slicer.util.infoDisplay(setup.message)
+        return setup.ready
+
+    def start(self, p, settings, presets=()):
+        """Check the inputs, export the volume and start a segmentation run; returns the job id."""
+        request = panel.build_request(settings)
+        # The request, not the panel: a point list left selected in prompt mode carries no seeds.
+        mrml.check_input_volume(p.inputVolume, bool(request.seeds or request.roi_physical))
+        mrml.check_output_segmentation(p.outputSegmentation)
+        if p.outputSegmentation:
+            mrml.ijk_to_segmentation_matrix(p.inputVolume, p.outputSegmentation)  # refuses non-linear transforms now
+        runner = self.runnerFor(settings)
+        inputPath = self.exportVolume(p.inputVolume)
+        if not p.outputSegmentation:
+            p.outputSegmentation = self.newOutputSegmentation(p.inputVolume)
+        importer = self.importerFactory(p.inputVolume, p.outputSegmentation, request, presets)
+        return self.submit(runner, inputPath, request, importer)
+
+    def newOutputSegmentation(self, volume):
+        """A segmentation for the result, under the volume's transform like the volume's other derived data."""
+        node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", f"{volume.GetName()} tumor")
+        node.SetAndObserveTransformNodeID(volume.GetTransformNodeID())
+        return node
+
+    def runnerFor(self, settings):
+        """The runner for these engine settings: the warm one when they did not change."""
+        key = panel.runner_key(settings)
+        if self.runner is None or key != self.runnerKey:
+            self.shutdown()
+            self.runner, self.runnerKey = self.runnerFactory(settings), key
+        return self.runner
+
+    def exportVolume(self, volume, name="input.nrrd"):
+        """Write ``volume`` (its local frame, no transform hardened) into a fresh work folder; returns the path."""
+        self.removeWorkDir()
+        self.workDir = tempfile.mkdtemp(prefix="ZeroShotDiffusionSeg-", dir=slicer.app.temporaryPath)  # no Qt needed
+        path = os.path.join(self.workDir, name)
+        slicer.util.exportNode(volume, path)
+        return path
+
+    def submit(self, runner, inputPath, request, importer):
+        """Start the job; ``importer.load(files)`` runs when it is done (``loadResult``)."""
+        self.pending = importer
+        self.jobId = runner.start(inputPath, os.path.join(self.workDir, "result"), request).job_id
+        return self.jobId
+
+    def poll(self):
+        return self.runner.poll() if self.runner else []
+
+    def loadResult(self, files):
+        """Bring the finished job into the scene; on any error the scene is left as it was."""
+        self.result = self.pending.load(files)
+        return self.result
+
+    def cancel(self):
+        if self.runner:
+            self.runner.cancel()
+
+    def removeWorkDir(self):
+        if self.workDir:
+            shutil.rmtree(self.workDir, ignore_errors=True)
+            self.workDir = None
+
+    def shutdown(self):
+        if self.runner:
+            self.runner.shutdown()
+        self.runner, self.runnerKey = None, None
+        self.removeWorkDir()

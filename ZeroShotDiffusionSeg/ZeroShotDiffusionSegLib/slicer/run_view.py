@@ -1,0 +1,141 @@
+"""What the panel shows while a run goes and after it: progress, log, errors, the results block.
+
+Widget wiring that is not Slicer module boilerplate, kept out of the module file so that it stays a
+shell (SlicerNNUnet's layout). ``RunView`` gets the ``ui`` namespace, the Logic and a callable returning
+the current parameter node, and owns the timer that polls the runner. Dialogs are opened here, never
+from the Logic.
+"""
+
+from __future__ import annotations
+
+import qt
+import slicer
+
+from . import panel, setup_state
+from .messages import explain, no_gpu_message, worker_crash_message
+from .results import TABLE_HEADERS, table_cells
+
+
+class RunView:
+    def __init__(self, ui, logic, parameterNode):
+        self.ui, self.logic, self.parameterNode, self.presets = ui, logic, parameterNode, ()
+        self.timer = qt.QTimer()  # polls the runner while a job runs; Slicer never waits on the engine
+        self.timer.setInterval(200)
+        self.timer.timeout.connect(self.onTimer)
+
+    def setupWidgets(self, presets):
+        self.presets = presets
+        self.ui.engineStatusLabel.text = f"not started ({setup_state.installed_summary()})"
+        self.ui.modeComboBox.addItems(list(panel.MODES))
+        self.ui.sliceAxisComboBox.addItems(list(panel.AXES))
+        self.ui.deviceComboBox.addItems(list(panel.DEVICES))
+        self.ui.presetComboBox.addItems(["Presets..."] + [p.label for p in presets])
+        self.ui.lesionTable.setColumnCount(len(TABLE_HEADERS))
+        self.ui.lesionTable.setHorizontalHeaderLabels(TABLE_HEADERS)
+
+    def onPresetChosen(self, index):
+        if index > 0:
+            self.parameterNode().prompt = self.presets[index - 1].prompt
+            self.parameterNode().mode = "Text prompt"
+        self.ui.presetComboBox.setCurrentIndex(0)
+
+    def onChooseModelFolder(self):
+        folder = qt.QFileDialog.getExistingDirectory(None, "Local diffusers model folder (model_index.json)")
+        if folder:
+            self.parameterNode().model = folder
+
+    def onRestartEngine(self):
+        self.logic.shutdown()
+        self.setRunning(False)
+        self.ui.engineStatusLabel.text = "stopped; starts again on the next run"
+
+    def log(self, text):
+        self.ui.logTextEdit.appendPlainText(text)
+
+    def setRunning(self, running):
+        self.ui.applyButton.text = "Cancel" if running else "Segment tumor"
+        self.ui.progressBar.visible = running
+        self.timer.start() if running else self.timer.stop()
+
+    def onTimer(self):
+        for event in self.logic.poll():
+            if event.job_id not in (None, self.logic.jobId):
+                continue  # late events of a run that was cancelled
+            if event.kind == "progress":
+                self.ui.progressBar.value = int(100 * (event.fraction or 0))
+                self.ui.progressBar.setFormat(panel.format_progress(event.stage, event.fraction, event.eta_s, event.message))
+            elif event.kind in ("log", "ready"):
+                self.log(event.message or f"Engine ready: {event.info}")
+                self.ui.engineStatusLabel.text = self.logic.runner.describe()
+                if event.kind == "ready" and str(event.info.get("device", "")).startswith("cpu"):
+                    self.offerCpu()
+            elif event.final:
+                self.setRunning(False)
+                self.onFinished(event)
+
+    def offerCpu(self):
+        """No GPU was found although the user did not ask for the CPU: say how long it takes, let them stop."""
+        if self.parameterNode().device == "CPU" or slicer.app.testingEnabled():
+            return
+        message = no_gpu_message(self.logic.pending.volume.GetImageData().GetDimensions()[2])
+        if not slicer.util.confirmOkCancelDisplay(message.text + " Continue on the CPU?", windowTitle=message.title):
+            self.logic.cancel()
+
+    def onFinished(self, event):
+        if event.kind == "done":
+            with slicer.util.tryWithErrorDisplay("Could not load the result.", waitCursor=True):
+                for line in event.messages:
+                    self.log(line)
+                self.logic.loadResult(event.files)
+                self.updateResults(resetSlider=True)
+            return
+        if event.kind == "cancelled":
+            self.log("Cancelled.")
+            return
+        crashed = event.kind == "crashed"
+        message = worker_crash_message(event.info.get("exit_code"), event.log_tail) if crashed else explain(event.message, event.log_tail)
+        self.log(f"{message.title}: {message.text}\n{message.detail}")
+        slicer.util.errorDisplay(message.text, windowTitle=message.title, detailedText=message.detail)
+
+    def updateResults(self, resetSlider=False):
+        result = self.logic.result
+        session, view = (result.session, result.view) if result else (None, None)
+        self.ui.thresholdSlider.enabled = bool(session and session.live)
+        if session and session.live and resetSlider:
+            wasBlocked = self.ui.thresholdSlider.blockSignals(True)  # no live update while we set it
+            self.ui.thresholdSlider.value = session.threshold
+            self.ui.thresholdSlider.blockSignals(wasBlocked)
+        cells = table_cells(view) if view else []
+        self.ui.lesionTable.setRowCount(len(cells))
+        for row, values in enumerate(cells):
+            for column, text in enumerate(values):
+                self.ui.lesionTable.setItem(row, column, qt.QTableWidgetItem(text))
+        for button in (self.ui.refineButton, self.ui.undoButton):
+            button.enabled = view is not None
+
+    def forgetResult(self):
+        """After the scene was closed: the result's nodes are gone."""
+        self.logic.result = None
+        self.updateResults()
+
+    def onThresholdChanged(self, value):
+        if self.logic.result:
+            self.logic.result.apply_threshold(value)
+            self.updateResults()
+
+    def onShowScore(self, show):
+        if self.logic.result:
+            self.logic.result.show_score(show)
+
+    def onLesionClicked(self, row, column=0):
+        if self.logic.result:
+            self.logic.result.centre_on_lesion(row)
+
+    def onRefine(self):
+        if self.logic.result:
+            self.logic.result.open_in_segment_editor()
+
+    def onUndo(self):
+        if self.logic.result:
+            self.logic.result.undo()
+        self.updateResults()
