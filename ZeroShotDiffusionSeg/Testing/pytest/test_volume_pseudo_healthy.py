@@ -23,7 +23,6 @@ from ZeroShotDiffusionSegLib.errors import Cancelled, UserError
 from ZeroShotDiffusionSegLib.progress import check_cancel
 from ZeroShotDiffusionSegLib.runners.protocol import request_from_dict
 from ZeroShotDiffusionSegLib.volume import VolumeRequest, run_volume
-from ZeroShotDiffusionSegLib.volume.cli import run_volume_command
 from ZeroShotDiffusionSegLib.volume.pipeline import check_request
 
 HEALTHY = PseudoHealthyParams(dilation_mm=3.0, steps=4, strength=0.5, seed=3)
@@ -116,13 +115,13 @@ def test_cancel_during_the_pseudo_healthy_stage_leaves_nothing(sphere_case, tmp_
 
     def progress(event):
         stages.append(event.stage)
-        if event.stage == "pseudo-healthy":
-            assert event.eta_s is not None and 0 < event.fraction < 1
+        if event.stage == "pseudo-healthy" and event.eta_s is not None:  # the stage's first event has no rate yet
+            assert 0 < event.fraction < 1
             cancel.set()
 
     with pytest.raises(Cancelled):
         run_volume(path, tmp_path / "out", HealthySegmenter(), request(), progress=progress, cancel=cancel)
-    assert "pseudo-healthy" in stages
+    assert "pseudo-healthy" in stages and cancel.is_set()  # cancelled from an event that carried an ETA
     assert not (tmp_path / "out").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["sphere.nrrd"]  # no staging folder left behind
 
@@ -145,7 +144,7 @@ def test_tiny_engine_end_to_end_with_pseudo_healthy(tiny_segmenter, tmp_path, ca
     args = parser.parse_args([path, "--prompt", "liver tumor", "--out-dir", str(tmp_path / "out"), "--model", "random:tiny",
                               "--batch-size", "2", "--progress", "json", "--pseudo-healthy", "--healthy-steps", "4",
                               "--healthy-strength", "0.5"])
-    assert run_volume_command(args, lambda: tiny_segmenter) == 0
+    assert segment_command.run(args, lambda: tiny_segmenter) == 0
     events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     healthy_events = [e for e in events if e.get("stage") == "pseudo-healthy"]
     assert healthy_events and healthy_events[-1]["eta_s"] == 0.0

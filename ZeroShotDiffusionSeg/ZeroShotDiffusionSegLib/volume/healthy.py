@@ -93,6 +93,8 @@ def counterfactual_volume(prepared, selected: np.ndarray, request, segmenter, ba
     steps = params.denoising_steps
     tracker = ProgressTracker(_scaled(progress, span), len(slices) * steps, STAGE)
     inpainter = inpainter_for(segmenter) if slices else None
+    if slices:  # the stage's start: the ETA is measured from here, so the first step's event already has one
+        tracker.update(0, f"0/{len(slices)} slices")
     for start in range(0, len(slices), batch_size):
         check_cancel(cancel)
         batch = slices[start:start + batch_size]
