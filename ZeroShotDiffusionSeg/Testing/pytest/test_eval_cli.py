@@ -80,7 +80,7 @@ def test_seed_mode_oracle_baselines_and_a_failed_case(pairs_folder, tmp_path, mo
     assert summary["whole_image"]["dice"]["mean"] == pytest.approx(2 * 64 / (64 + 256))
     case = next(c for c in results["cases"] if c["name"] == "case1")
     assert case["seed_index"] == [12, 12] and case["model"]["segments"] == 4
-    report = (out / "report.md").read_text()
+    report = (out / "report.md").read_text(encoding="utf-8")
     assert "meaningless: random weights" in report and "broken" in report
     assert "| case1 | 1.000 | 1.000 | 1.000 | 1.000 | 1.000 | 0.400 |" in report  # Dice per case, modes in order
     assert sorted(p.name for p in (out / "overlays").iterdir()) == ["case1.png", "case2.png"]

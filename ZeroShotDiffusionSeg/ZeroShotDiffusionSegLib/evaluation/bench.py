@@ -105,7 +105,7 @@ def run_benchmark(segmenter, size: int, slices: int, batch_size: int, prompt: st
                             VolumeRequest(prompt=prompt, mode="prompt", batch_size=batch_size, params=SegmentationParams()))
         total = time.perf_counter() - started
         cuda_peak_mb = torch.cuda.max_memory_allocated() / 2**20 if torch is not None else None
-        runtime = json.loads(Path(result.files["provenance"]).read_text())["runtime"]
+        runtime = json.loads(Path(result.files["provenance"]).read_text(encoding="utf-8"))["runtime"]
 
         bare = {"vae": 0.0, "unet": 0.0}
         for start in range(0, slices, runtime["batch_size_final"]):
@@ -176,6 +176,6 @@ def run(args) -> int:
     print_table(record)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
+        Path(args.out).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
         print(f"written: {args.out}")
     return 0

@@ -114,7 +114,7 @@ def _model_predictions_3d(segmenter, case, volume, truth, seed, selection, promp
         deployed = np.zeros(truth.shape, dtype=bool)
     unsupervised = run_volume(case.image_path, work_dir / "partition", segmenter,
                               VolumeRequest(prompt=prompt, mode="unsupervised", params=params))
-    provenance = json.loads(Path(unsupervised.files["provenance"]).read_text())
+    provenance = json.loads(Path(unsupervised.files["provenance"]).read_text(encoding="utf-8"))
     slice_axis = 2 - "ijk".index(provenance["slicing"]["axis"])  # ITK axis a is numpy axis 2 - a
     partition = per_slice_unique(labels_of(unsupervised), axis=slice_axis)  # 0 = not segmented: one region per slice
     details["segments"] = int(np.unique(partition).size)

@@ -97,7 +97,7 @@ def _json_safe(value):
 
 def write_results_json(path: Path, meta: dict, summary: dict, cases: Sequence[dict]) -> None:
     document = {"meta": meta, "conventions": CONVENTIONS, "summary": summary, "cases": list(cases)}
-    Path(path).write_text(json.dumps(_json_safe(document), indent=2) + "\n")
+    Path(path).write_text(json.dumps(_json_safe(document), indent=2) + "\n", encoding="utf-8")
 
 
 def write_report_md(path: Path, meta: dict, summary: dict, cases: Sequence[dict]) -> None:
@@ -128,7 +128,7 @@ def write_report_md(path: Path, meta: dict, summary: dict, cases: Sequence[dict]
     failed = [c for c in cases if c.get("status") != "ok"]
     if failed:
         lines += ["## Failed cases", ""] + [f"- `{c['name']}`: {c.get('error', '')}" for c in failed] + [""]
-    Path(path).write_text("\n".join(lines))
+    Path(path).write_text("\n".join(lines), encoding="utf-8")
 
 
 def summary_row(metrics: dict, digits: int = 3) -> str:

