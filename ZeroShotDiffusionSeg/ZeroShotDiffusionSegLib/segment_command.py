@@ -75,6 +75,7 @@ def run_image(args, params, load_segmenter) -> int:
     from .engine.prompt_length import segmenter_prompt_note
     from .boundary_command import check_image_boundary, refine_image_mask
     from .engine.selection import validate_seeds
+    from .healthy_command import image_params, refine_image
     from .image_io import labels_to_png, mask_to_png, read_image, soft_to_png, write_png
     from .prompt_words import normal_prompt_for
     from .segment_request import check_image_outputs, refuse_volume_options
@@ -91,6 +92,7 @@ def run_image(args, params, load_segmenter) -> int:
     seeds = list(args.seed)
     validate_seeds(seeds, width, height)
     check_image_boundary(args, mode)
+    healthy_params = image_params(args, mode)
     segmenter = load_segmenter()
     prompt = args.prompt if mode != "unsupervised" and args.prompt and args.prompt.strip() else None
     normal_prompt = normal_prompt_for(prompt, args.normal_prompt) if prompt else None
@@ -107,6 +109,8 @@ def run_image(args, params, load_segmenter) -> int:
     else:
         if args.boundary == "sam":
             result.mask = refine_image_mask(args, image, result, seeds if mode == "seed" else None)
+        if healthy_params is not None:  # after the boundary: the counterfactual repaints the final candidate
+            refine_image(args, segmenter, image, result, healthy_params, prompt)
         write_png(args.out, mask_to_png(result.mask))
         chosen = len(set(result.labels[result.mask].tolist()))
         print(f"mask: {int(result.mask.sum())} pixels ({100.0 * result.mask.mean():.1f}%), {chosen} of {regions} regions -> {args.out}")

@@ -126,9 +126,11 @@ def add_arguments(parser) -> None:
     add_input_arguments(parser)
     add_image_arguments(parser)
     from .boundary_command import add_boundary_arguments
+    from .healthy_command import add_pseudo_healthy_arguments
 
     add_engine_arguments(parser)
     add_boundary_arguments(parser)
+    add_pseudo_healthy_arguments(parser)
     add_volume_arguments(parser)
     add_dicom_seg_arguments(parser)
     add_remote_arguments(parser)

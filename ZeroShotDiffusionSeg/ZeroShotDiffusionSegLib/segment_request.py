@@ -24,6 +24,7 @@ def params_from_args(args):
 
 def volume_request_from_args(args) -> VolumeRequest:
     """The VolumeRequest the options describe, in one coordinate space (RAS unless any point is LPS)."""
+    from .healthy_command import params_from_args as healthy_params_from_args
     from .volume.geometry import ras_to_lps
 
     ras_seeds, lps_seeds = list(args.seed_ras or []), list(args.seed_lps or [])
@@ -60,6 +61,7 @@ def volume_request_from_args(args) -> VolumeRequest:
         boundary_points=bool(getattr(args, "boundary_points", False)),
         series_uid=getattr(args, "series_uid", None),
         params=params_from_args(args),
+        pseudo_healthy=healthy_params_from_args(args, is_volume=True),
     )
 
 

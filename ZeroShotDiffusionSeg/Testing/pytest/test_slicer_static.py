@@ -131,7 +131,7 @@ def test_only_mrml_glue_imports_slicer_in_the_library():
     for path in LIBRARY.rglob("*.py"):
         if path.name in SLICER_BOUND and path.parent.name == "slicer" and path.parent.parent == LIBRARY:
             continue
-        tree = ast.parse(path.read_text())
+        tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in ast.walk(tree):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
                 [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else []

@@ -21,7 +21,7 @@ import numpy as np
 from ..engine.types import SegmentationParams
 from ..errors import UserError
 from ..prompt_words import normal_prompt_for
-from . import baselines, layouts, report, sam_rows
+from . import baselines, healthy_column, layouts, report, sam_rows
 from .metrics import case_metrics
 from .oracle import greedy_union, hungarian_segment, per_slice_unique
 from .seeding import seed_at_centroid
@@ -53,6 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True,
                         help="output folder for report.md, results.json, overlays/ (required: the overlays show the data set's images)")
     parser.add_argument("--no-overlays", action="store_true", help="do not write an overlay PNG per case")
+    healthy_column.add_arguments(parser)
     sam_rows.add_arguments(parser)
 
 
@@ -179,6 +180,7 @@ def evaluate_case(case, segmenter, args, params, out_dir: Path, refiner=None) ->
         else:
             model_predictions, model_details = _model_predictions_2d(segmenter, image, truth, seed, args.selection, args.prompt, params)
         predictions.update(model_predictions)
+        predictions.update(healthy_column.predictions(args, segmenter, image, predictions["deployed"], is_volume))
     if not args.no_baselines:
         predictions.update(_baseline_predictions(image, seed, is_volume, args.kmeans_clusters))
     if refiner is not None:
@@ -237,7 +239,8 @@ def run(args) -> int:
     segmenter = _load_segmenter(args) if args.model else None
     refiner = sam_rows.load_refiner(args)
     model_modes = list(MODEL_MODES) + ([PLAIN_PROMPT_MODE] if args.selection == "prompt" else [])
-    modes = (model_modes if segmenter is not None else []) + ([] if args.no_baselines else list(baselines.BASELINES))
+    modes = (model_modes if segmenter is not None else []) + healthy_column.modes(args, segmenter) + (
+        [] if args.no_baselines else list(baselines.BASELINES))
     modes += sam_rows.modes(args, cases[0].kind == "volume", segmenter is not None)
 
     records = []

@@ -17,6 +17,7 @@ import json
 from dataclasses import dataclass
 from typing import Optional, Tuple, Union
 
+from ..engine.healthy_params import PseudoHealthyParams
 from ..engine.types import SegmentationParams
 from ..errors import UserError
 from ..progress import ProgressEvent
@@ -25,7 +26,8 @@ from .base import RunnerEvent
 
 
 def request_from_dict(data: dict) -> VolumeRequest:
-    """Inverse of ``VolumeRequest.to_dict()``; every value is checked by VolumeRequest / SegmentationParams."""
+    """Inverse of ``VolumeRequest.to_dict()``; every value is checked by VolumeRequest /
+    SegmentationParams / PseudoHealthyParams."""
     if not isinstance(data, dict):
         raise UserError(f"the request must be a JSON object, got {type(data).__name__}")
     unknown = set(data) - set(VolumeRequest.__dataclass_fields__)
@@ -33,14 +35,21 @@ def request_from_dict(data: dict) -> VolumeRequest:
         raise UserError(f"request has unknown fields {sorted(unknown)[:5]}: client and engine versions differ")
     values = dict(data)
     if "params" in values:
-        params = values["params"]
-        if not isinstance(params, dict):
-            raise UserError(f"params must be a JSON object of segmentation parameters, got {type(params).__name__}")
-        unknown = set(params) - set(SegmentationParams.__dataclass_fields__)
-        if unknown:
-            raise UserError(f"params has unknown fields {sorted(unknown)[:5]}: client and engine versions differ")
-        values["params"] = SegmentationParams(**params)
+        values["params"] = _decoded(values["params"], SegmentationParams, "params", "segmentation parameters")
+    if values.get("pseudo_healthy") is not None:
+        values["pseudo_healthy"] = _decoded(values["pseudo_healthy"], PseudoHealthyParams, "pseudo_healthy",
+                                            "pseudo-healthy parameters")
     return VolumeRequest(**values)
+
+
+def _decoded(data, kind: type, name: str, words: str):
+    """``kind(**data)`` for a nested JSON object; its values are checked by ``kind`` itself."""
+    if not isinstance(data, dict):
+        raise UserError(f"{name} must be a JSON object of {words}, got {type(data).__name__}")
+    unknown = set(data) - set(kind.__dataclass_fields__)
+    if unknown:
+        raise UserError(f"{name} has unknown fields {sorted(unknown)[:5]}: client and engine versions differ")
+    return kind(**data)
 
 
 def encode_job(job_id: str, input_path: str, out_dir: str, request: VolumeRequest) -> str:

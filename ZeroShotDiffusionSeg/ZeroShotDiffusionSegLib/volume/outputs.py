@@ -26,6 +26,9 @@ OUTPUT_NAMES = {
     "lesions": "lesions.csv",
     "provenance": "provenance.json",
 }
+# Written only when asked for (--pseudo-healthy); not among the files a server returns by default.
+OPTIONAL_OUTPUT_NAMES = {"healthy": "healthy.nrrd", "residual": "residual.nrrd"}
+ALL_OUTPUT_NAMES = {**OUTPUT_NAMES, **OPTIONAL_OUTPUT_NAMES}
 STAGING_PREFIX = ".zsdseg-partial-"
 VERSIONED_PACKAGES = ("zeroshotdiffusionseg", "numpy", "scipy", "SimpleITK", "torch", "diffusers", "transformers")
 
@@ -57,11 +60,11 @@ class StagedOutputFolder:
         self.committed: Optional[Dict[str, Path]] = None
 
     def path(self, key: str) -> Path:
-        return self.staging / OUTPUT_NAMES[key]
+        return self.staging / ALL_OUTPUT_NAMES[key]
 
     def commit(self) -> Dict[str, Path]:
         """Move the staged files into the output folder; returns key -> final path."""
-        keys = [key for key in OUTPUT_NAMES if self.path(key).exists()]
+        keys = [key for key in ALL_OUTPUT_NAMES if self.path(key).exists()]
         if not self.out_dir.exists():
             self.out_dir.parent.mkdir(parents=True, exist_ok=True)
         if not self.out_dir.exists() and self.staging.parent == self.out_dir.parent:
@@ -69,9 +72,9 @@ class StagedOutputFolder:
         else:
             self.out_dir.mkdir(exist_ok=True)
             for key in keys:
-                os.replace(self.path(key), self.out_dir / OUTPUT_NAMES[key])
+                os.replace(self.path(key), self.out_dir / ALL_OUTPUT_NAMES[key])
             shutil.rmtree(self.staging, ignore_errors=True)
-        self.committed = {key: self.out_dir / OUTPUT_NAMES[key] for key in keys}
+        self.committed = {key: self.out_dir / ALL_OUTPUT_NAMES[key] for key in keys}
         return self.committed
 
     def discard(self) -> None:

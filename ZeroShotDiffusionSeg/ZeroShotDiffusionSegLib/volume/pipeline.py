@@ -23,6 +23,7 @@ from ..engine.prompt_length import segmenter_prompt_note
 from ..progress import ProgressCallback, ProgressTracker, check_cancel
 from ..prompt_words import normal_prompt_for
 from . import consolidation, geometry, intensity, io, outputs, sam_refinement
+from . import healthy as pseudo_healthy
 from .batching import BatchRunner, choose_batch_size
 from .query_cache import cache_fields
 from .request import VolumeRequest, VolumeResult
@@ -149,6 +150,7 @@ def check_request(input_path, out_dir, request: VolumeRequest, image: Optional[s
     """
     mode = resolve_mode(request)
     sam_refinement.check(request, mode)
+    pseudo_healthy.check_request(request, mode)
     if mode == "prompt":
         normal_prompt_for(request.prompt, request.normal_prompt)
     with outputs.StagedOutputFolder(out_dir):
@@ -322,6 +324,7 @@ def run_volume(
     it holds this volume (no model pass), else stored in it; the outputs are the same either way."""
     mode = resolve_mode(request)
     sam_refinement.check(request, mode)
+    pseudo_healthy.check_request(request, mode)
     watch = _Stopwatch()
     check_cancel(cancel)
     with outputs.StagedOutputFolder(out_dir) as staged:
@@ -335,7 +338,8 @@ def run_volume(
         if not count:
             raise UserError(NOTHING_TO_SEGMENT)
 
-        tracker = ProgressTracker(progress, count + 2, "segment")
+        reserved = pseudo_healthy.progress_units(request, count)  # the bar's share of --pseudo-healthy; 0 without
+        tracker = ProgressTracker(progress, count + 2 + reserved, "segment")
         tracker.update(1, "volume read", stage="read")
 
         done = [0]
@@ -353,6 +357,12 @@ def run_volume(
                 selected = sam_refinement.refine_volume(prepared, selected, score, request, cancel, lambda done, total: tracker.update(
                     count, f"boundary: {done}/{total} slices", stage="boundary"))
         check_cancel(cancel)
+        healthy_summary = None
+        if request.pseudo_healthy is not None:
+            with watch.stage("pseudo_healthy"):
+                selected, healthy_summary = pseudo_healthy.refine_volume(
+                    prepared, selected, request, segmenter, runner.batch_size, staged, messages, progress, cancel,
+                    span=((count + 1) / (count + 2 + reserved), (count + 1 + reserved) / (count + 2 + reserved)))
         with watch.stage("consolidate"):
             labels, dropped = consolidation.number_lesions(selected, float(np.prod(image.GetSpacing())), request.min_volume_mm3)
             lesions = consolidation.lesion_table(labels, score, image, choose_slice_axis(image.GetDirection(), "axial"))
@@ -361,7 +371,7 @@ def run_volume(
         else:
             small = f"; {dropped} smaller than {request.min_volume_mm3:g} mm3 dropped" if dropped else ""
             messages.append(f"{len(lesions)} lesion(s){small}")
-        tracker.update(count + 1, messages[-1], stage="consolidate")
+        tracker.update(count + 1 + reserved, messages[-1], stage="consolidate")
         check_cancel(cancel)
         with watch.stage("write"):
             label_array = partition if partition is not None else labels
@@ -376,8 +386,10 @@ def run_volume(
                    "components_dropped_below_min_volume": dropped, "lesions": len(lesions)}
         provenance = _provenance(input_path, prepared, segmenter, request, mode, runner, batch_reason, summary, messages, timings,
                                  cache.last_event if cache is not None else "off")
+        if healthy_summary is not None:
+            provenance["pseudo_healthy"] = healthy_summary
         outputs.write_json(provenance, staged.path("provenance"))
         check_cancel(cancel)  # last chance: after this the outputs appear
         files = staged.commit()
-    tracker.update(count + 2, "outputs written", stage="done")
+    tracker.update(count + 2 + reserved, "outputs written", stage="done")
     return VolumeResult(staged.out_dir, files, lesions, timings, messages)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from ..checked_fields import bounded, check_fields, check_number, Bounds
+from ..engine.healthy_params import PseudoHealthyParams
 from ..engine.types import SegmentationParams
 from ..errors import UserError
 from ..prompt_words import check_normal_prompt
@@ -50,6 +51,7 @@ class VolumeRequest:
     boundary_points: bool = bounded(False, flag="--boundary-points")  # with "sam": points at the regions' highest scores too
     series_uid: Optional[str] = None  # the DICOM series to read from a folder holding several (--series-uid)
     params: SegmentationParams = field(default_factory=SegmentationParams)
+    pseudo_healthy: Optional[PseudoHealthyParams] = None  # refine the selection from a counterfactual when given
 
     def __post_init__(self):
         check_fields(self)
@@ -99,9 +101,14 @@ class VolumeRequest:
             parse_window(self.window)
         if not isinstance(self.params, SegmentationParams):
             raise UserError(f"params must be an object of segmentation parameters, got {type(self.params).__name__}")
+        if self.pseudo_healthy is not None and not isinstance(self.pseudo_healthy, PseudoHealthyParams):
+            raise UserError(f"pseudo_healthy must be an object of pseudo-healthy parameters, got {type(self.pseudo_healthy).__name__}")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        if data["pseudo_healthy"] is None:  # absent, not null: a peer without the option still reads the request
+            del data["pseudo_healthy"]
+        return data
 
 
 def _choice(value, choices, label: str, upper: bool = False) -> str:

@@ -1,0 +1,37 @@
+"""The ``pseudo_healthy`` column of ``zsdseg eval``: the deployed mask refined from its pseudo-healthy
+counterfactual (engine.residuals), with the default parameters, beside deployed, oracle and baselines.
+
+2-D cases only for now; a volume case gets no value in this column (the report counts its n)."""
+
+from __future__ import annotations
+
+from typing import Dict
+
+import numpy as np
+
+MODE = "pseudo_healthy"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--pseudo-healthy", action="store_true",
+                        help="add the column 'pseudo_healthy': the deployed mask refined from a pseudo-healthy "
+                             "counterfactual (2-D cases; ~20 extra UNet passes per image)")
+
+
+def modes(args, segmenter) -> list:
+    return [MODE] if segmenter is not None and getattr(args, "pseudo_healthy", False) else []
+
+
+def predictions(args, segmenter, image, deployed, is_volume: bool) -> Dict[str, np.ndarray]:
+    """{MODE: refined mask} for a 2-D case when the column is asked for; {} otherwise."""
+    if not modes(args, segmenter) or is_volume:
+        return {}
+    if not deployed.any():
+        return {MODE: np.zeros_like(deployed)}
+    from ..engine.healthy_params import PseudoHealthyParams, inpainter_for, prompts_for
+    from ..engine.residuals import refine_batch
+
+    params = PseudoHealthyParams()
+    normal_prompt, negative_prompt = prompts_for(args.prompt, params)
+    result = refine_batch(inpainter_for(segmenter), [image], [deployed], [0], params, normal_prompt, negative_prompt)[0]
+    return {MODE: result.mask}
