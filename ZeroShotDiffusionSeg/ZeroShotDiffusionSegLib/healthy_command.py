@@ -66,12 +66,13 @@ def image_params(args, mode: str):
 
 def refine_image(args, segmenter, image, result, params, prompt) -> None:
     """Replace ``result.mask`` by the refined mask and write --healthy-out / --residual-out."""
+    from .engine.pseudo_healthy import inpainter_for
     from .engine.residuals import refine_batch
 
     candidate = result.mask
     normal_prompt, negative_prompt = defaults.prompts_for(prompt, params)
     if candidate.any():
-        refined = refine_batch(defaults.inpainter_for(segmenter), [image], [candidate], [0], params, normal_prompt,
+        refined = refine_batch(inpainter_for(segmenter), [image], [candidate], [0], params, normal_prompt,
                                negative_prompt)[0]
         healthy, residual, mask = refined.healthy, refined.residual, refined.mask
     else:  # nothing to repaint

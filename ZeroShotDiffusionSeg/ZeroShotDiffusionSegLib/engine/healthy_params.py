@@ -76,13 +76,3 @@ def prompts_for(lesion_prompt: Optional[str], params: PseudoHealthyParams) -> Tu
 
     lesion_prompt = (lesion_prompt or "").strip()
     return (params.normal_prompt or normal_prompt_for(lesion_prompt)).strip(), lesion_prompt
-
-
-def inpainter_for(segmenter):
-    """The segmenter's own inpainter when it offers one (test stand-ins), else one on its loaded backbone."""
-    make = getattr(segmenter, "pseudo_healthy_inpainter", None)
-    if make is not None:
-        return make()
-    from .pseudo_healthy import PseudoHealthyInpainter
-
-    return PseudoHealthyInpainter(segmenter.backbone)

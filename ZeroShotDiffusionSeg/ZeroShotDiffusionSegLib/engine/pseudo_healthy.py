@@ -137,3 +137,9 @@ class PseudoHealthyInpainter:
             distance = F.interpolate(distance[:, None], size=(self.resolution, self.resolution), mode="bilinear",
                                      align_corners=False)[:, 0].cpu()
         return [fit.map_to_image(map_) for fit, map_ in zip(fits, distance)]
+
+
+def inpainter_for(segmenter):
+    """The segmenter's own inpainter when it offers one (test stand-ins), else one on its loaded backbone."""
+    make = getattr(segmenter, "pseudo_healthy_inpainter", None)
+    return make() if make is not None else PseudoHealthyInpainter(segmenter.backbone)

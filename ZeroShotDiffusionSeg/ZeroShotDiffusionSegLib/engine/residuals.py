@@ -23,7 +23,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import numpy as np
 from scipy import ndimage
 
-from ..evaluation.baselines import otsu_threshold
+from ..otsu import otsu_threshold
 from .healthy_params import PseudoHealthyParams
 
 PIXEL_WEIGHT = 0.5

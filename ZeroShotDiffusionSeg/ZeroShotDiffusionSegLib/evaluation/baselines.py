@@ -18,6 +18,8 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
+from ..otsu import otsu_threshold
+
 KMEANS_CLUSTERS = 3
 KMEANS_FIT_SAMPLES = 20000  # a k-means fit on a subsample is as good for 1-D intensity and ~100x faster on a CT
 RANDOM_STATE = 0
@@ -29,24 +31,6 @@ def intensity(image: np.ndarray, is_volume: bool = False) -> np.ndarray:
     if not is_volume and image.ndim == 3:
         return image.mean(axis=2)
     return image
-
-
-def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
-    """Otsu's threshold: the histogram cut that maximises the between-class variance.
-    Returns a value t; the two classes are values <= t and values > t."""
-    values = np.asarray(values, dtype=np.float64).ravel()
-    low, high = float(values.min()), float(values.max())
-    if high <= low:
-        return low
-    counts, edges = np.histogram(values, bins=bins, range=(low, high))
-    centres = (edges[:-1] + edges[1:]) / 2.0
-    weight_low = np.cumsum(counts)[:-1].astype(np.float64)
-    weight_high = counts.sum() - weight_low
-    sum_low = np.cumsum(counts * centres)[:-1]
-    mean_low = sum_low / np.maximum(weight_low, 1)
-    mean_high = ((counts * centres).sum() - sum_low) / np.maximum(weight_high, 1)
-    between = weight_low * weight_high * (mean_low - mean_high) ** 2
-    return float(edges[1:-1][int(np.argmax(between))])
 
 
 def component_under_seed(classes: np.ndarray, seed_index: Sequence[int]) -> np.ndarray:

@@ -28,7 +28,8 @@ def predictions(args, segmenter, image, deployed, is_volume: bool) -> Dict[str, 
         return {}
     if not deployed.any():
         return {MODE: np.zeros_like(deployed)}
-    from ..engine.healthy_params import PseudoHealthyParams, inpainter_for, prompts_for
+    from ..engine.healthy_params import PseudoHealthyParams, prompts_for
+    from ..engine.pseudo_healthy import inpainter_for
     from ..engine.residuals import refine_batch
 
     params = PseudoHealthyParams()

@@ -77,7 +77,8 @@ def counterfactual_volume(prepared, selected: np.ndarray, request, segmenter, ba
                           progress: Optional[ProgressCallback] = None, cancel: Optional[threading.Event] = None,
                           span: tuple = (0.0, 1.0)) -> HealthyVolume:
     """Repaint every slice's grown selection, refine it, and assemble the two output volumes."""
-    from ..engine.healthy_params import inpainter_for, prompts_for
+    from ..engine.healthy_params import prompts_for
+    from ..engine.pseudo_healthy import inpainter_for
     from ..engine.residuals import RULE, refine_batch
 
     params = request.pseudo_healthy
