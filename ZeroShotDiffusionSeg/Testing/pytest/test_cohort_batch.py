@@ -148,7 +148,7 @@ def test_force_model_and_dicom_outputs_decide_whether_a_case_is_done(cohort, emb
     assert not is_done(Case("case0", str(cohort / "v1.nrrd"), request), out / "case0", CaseOptions(model="random:tiny"))
 
 
-def test_a_folder_of_volumes_and_per_case_errors(cohort, tmp_path, capsys):
+def test_a_folder_of_volumes_and_per_case_errors(cohort, tmp_path, capsys, monkeypatch):
     folder = tmp_path / "volumes"
     folder.mkdir()
     (folder / "a.nrrd").write_bytes((cohort / "v0.nrrd").read_bytes())
@@ -160,7 +160,8 @@ def test_a_folder_of_volumes_and_per_case_errors(cohort, tmp_path, capsys):
     assert batch(manifest, "--out-dir", tmp_path / "o") == 1
     rows = table(tmp_path / "o")
     assert "outside" in rows["a"]["error"] and "X,Y,Z" in rows["b"]["error"]
-    assert batch(folder, "--out-dir", tmp_path / "f") == 0
+    monkeypatch.chdir(tmp_path)  # a folder named relative to the working directory, as a user types it
+    assert batch(Path("volumes"), "--out-dir", tmp_path / "f") == 0
     assert set(table(tmp_path / "f")) == {"a", "b"}
 
 

@@ -132,7 +132,7 @@ def read_manifest(path: Path) -> List[Dict[str, str]]:
 def folder_rows(folder: Path) -> List[Dict[str, str]]:
     """One row per volume file in the folder, and one per sub-folder (a DICOM series), in name order."""
     entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
-    rows = [{"path": str(p)} for p in entries if p.is_dir() or (p.is_file() and has_volume_suffix(p))]
+    rows = [{"path": p.name} for p in entries if p.is_dir() or (p.is_file() and has_volume_suffix(p))]  # relative to the folder
     if not rows:
         raise UserError(f"{folder} holds no volume files ({', '.join(VOLUME_SUFFIXES)}) or DICOM series folders")
     return rows
