@@ -187,4 +187,7 @@ def test_parameters_are_validated_and_the_default_normal_prompt_names_the_organ(
     assert prompts_for("lung nodule", PseudoHealthyParams())[0] == "healthy lung"
     assert prompts_for("tumor", PseudoHealthyParams())[0] == "healthy tissue"
     assert prompts_for("liver tumor", PseudoHealthyParams(normal_prompt="normal liver parenchyma"))[0] == "normal liver parenchyma"
+    # a volume request's --normal-prompt reaches the repaint too; "none" (anomaly contrast off) keeps the rule's
+    assert prompts_for("liver tumor", PseudoHealthyParams(), "fatty liver")[0] == "fatty liver"
+    assert prompts_for("liver tumor", PseudoHealthyParams(), "none")[0] == "healthy liver"
     assert noise_seed_for(0, 5) == noise_seed_for(0, 5) != noise_seed_for(0, 6)

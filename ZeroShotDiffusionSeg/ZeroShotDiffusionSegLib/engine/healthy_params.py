@@ -70,9 +70,14 @@ def noise_seed_for(seed: int, key: int) -> int:
     return int(np.random.SeedSequence([int(seed), int(key)]).generate_state(1)[0])
 
 
-def prompts_for(lesion_prompt: Optional[str], params: PseudoHealthyParams) -> Tuple[str, str]:
-    """(normal prompt, negative prompt): guidance goes toward the normal prompt and away from the lesion prompt."""
+def prompts_for(lesion_prompt: Optional[str], params: PseudoHealthyParams,
+                request_normal_prompt: Optional[str] = None) -> Tuple[str, str]:
+    """(normal prompt, negative prompt): guidance goes toward the normal prompt and away from the lesion prompt.
+
+    The normal prompt: the parameters' own, else the request's ``--normal-prompt`` (a volume request carries
+    it for the anomaly scores), else the rule's counterpart; "none" turns the anomaly contrast off, not this."""
     from ..prompt_words import normal_prompt_for  # the one normal-prompt rule, shared with the anomaly scores
 
     lesion_prompt = (lesion_prompt or "").strip()
-    return (params.normal_prompt or normal_prompt_for(lesion_prompt)).strip(), lesion_prompt
+    normal = params.normal_prompt or (normal_prompt_for(lesion_prompt, request_normal_prompt) if request_normal_prompt else None)
+    return (normal or normal_prompt_for(lesion_prompt)).strip(), lesion_prompt

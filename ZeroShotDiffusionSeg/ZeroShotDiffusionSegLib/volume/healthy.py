@@ -83,7 +83,7 @@ def counterfactual_volume(prepared, selected: np.ndarray, request, segmenter, ba
 
     params = request.pseudo_healthy
     plan, choice, image = prepared.plan, prepared.choice, prepared.image
-    normal_prompt, negative_prompt = prompts_for(request.prompt, params)
+    normal_prompt, negative_prompt = prompts_for(request.prompt, params, request.normal_prompt)
     slices = [index for index in prepared.segmentable if plan.extract(selected, index).any()]
     row_axis, column_axis = plan.in_plane_axes
     spacing = (image.GetSpacing()[row_axis], image.GetSpacing()[column_axis])
