@@ -170,19 +170,24 @@ def test_a_folder_of_volumes_and_per_case_errors(cohort, tmp_path, capsys, monke
     ("path,colour\nx.nrrd,red\n", "unknown column(s) colour"),
     ("path,case_id\nx.nrrd,a\ny.nrrd,a\n", "two cases share the id 'a'"),
     ("path,case_id\nx.nrrd,../up\n", "is not a safe folder name"),
-    ("path,normal_prompt\nx.nrrd,healthy liver\n", "normal_prompt"),
 ])
 def test_manifest_errors_refuse_the_batch(tmp_path, capsys, text, message):
-    import dataclasses
-
-    from ZeroShotDiffusionSegLib.volume.request import VolumeRequest
-
-    if message == "normal_prompt" and "normal_prompt" in {f.name for f in dataclasses.fields(VolumeRequest)}:
-        pytest.skip("volume requests take a normal prompt in this version")
     (tmp_path / "m.csv").write_text(text)
     assert main(["batch", str(tmp_path / "m.csv"), "--out-dir", str(tmp_path / "o"), "--model", "no/such"]) == 2
     error = capsys.readouterr().err
     assert message in error and error.startswith("zsdseg: error:") and error.count("\n") == 1
+
+
+def test_a_row_gives_its_own_normal_prompt_and_a_bad_one_fails_only_that_case(tmp_path):
+    from ZeroShotDiffusionSegLib.cli import build_parser
+    from ZeroShotDiffusionSegLib.cohort.manifest import load_cases
+
+    (tmp_path / "m.csv").write_text("path,prompt,normal_prompt\na.nrrd,liver tumor,fatty liver\n"
+                                    "b.nrrd,liver tumor,\nc.nrrd,liver tumor,liver tumor\n")
+    args = build_parser("batch").parse_args(["batch", str(tmp_path / "m.csv"), "--out-dir", str(tmp_path / "o")])
+    a, b, c = load_cases(args)
+    assert a.request.normal_prompt == "fatty liver" and b.request.normal_prompt is None and b.error is None
+    assert c.request is None and "--normal-prompt is the prompt itself" in c.error
 
 
 def test_ray_without_ray_says_how_to_install(cohort, tmp_path, capsys, monkeypatch):

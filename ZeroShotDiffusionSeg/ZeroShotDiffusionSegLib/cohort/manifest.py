@@ -27,7 +27,7 @@ CASE_COLUMNS = {
     "path": "volume file or DICOM series folder (required)",
     "case_id": "output sub-folder name (default: the file name without its suffix)",
     "prompt": "what to segment (overrides --prompt)",
-    "normal_prompt": "the prompt for healthy tissue, where the engine supports one",
+    "normal_prompt": "the healthy counterpart of this case's prompt (as --normal-prompt; \"none\" turns the contrast off)",
     "mode": "prompt, seed or unsupervised",
     "seed_ras": "seed points X,Y,Z in RAS mm; several separated by ';'",
     "seed_lps": "seed points X,Y,Z in LPS mm; several separated by ';'",
@@ -58,10 +58,6 @@ def default_case_id(path: Path) -> str:
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return name
-
-
-def _supports_normal_prompt() -> bool:
-    return "normal_prompt" in {field.name for field in dataclasses.fields(VolumeRequest)}
 
 
 def _row_namespace(args: argparse.Namespace, row: Dict[str, str]) -> argparse.Namespace:
@@ -120,9 +116,6 @@ def read_manifest(path: Path) -> List[Dict[str, str]]:
     unknown = [name for name in columns if name not in CASE_COLUMNS]
     if unknown:
         raise UserError(f"the manifest {path} has unknown column(s) {', '.join(unknown)}; known: {', '.join(CASE_COLUMNS)}")
-    if "normal_prompt" in columns and any(row.get("normal_prompt") for row in rows) and not _supports_normal_prompt():
-        raise UserError("the manifest gives normal_prompt, but this zsdseg's volume requests take no normal prompt; "
-                        "remove the column or upgrade zsdseg")
     blank = [number for number, row in enumerate(rows, start=2) if not row.get("path")]
     if blank:
         raise UserError(f"the manifest {path} has rows without a path (line(s) {', '.join(map(str, blank))})")
