@@ -100,13 +100,7 @@ def world_voxels(segmentation_node, segment_id):
     ijk = np.stack([i + extent[0], j + extent[2], k + extent[4], np.ones_like(i)]).astype(float)
     matrix = vtk.vtkMatrix4x4()
     image.GetImageToWorldMatrix(matrix)
-    points = np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)]) @ ijk
-    parent = segmentation_node.GetParentTransformNode()
-    if parent:
-        to_world = vtk.vtkGeneralTransform()
-        parent.GetTransformToWorld(to_world)
-        points[:3] = np.array([to_world.TransformPoint(p) for p in points[:3].T]).T
-    return points[:3].T
+    return _to_world(matrix, ijk, segmentation_node.GetParentTransformNode())
 
 
 def world_voxel_centres(volume, mask):
@@ -115,8 +109,12 @@ def world_voxel_centres(volume, mask):
     volume.GetIJKToRASMatrix(matrix)
     k, j, i = np.nonzero(mask)
     ijk = np.stack([i, j, k, np.ones_like(i)]).astype(float)
+    return _to_world(matrix, ijk, volume.GetParentTransformNode())
+
+
+def _to_world(matrix, ijk, parent):
+    """Homogeneous voxel indices (4, N) through ``matrix`` and then ``parent``'s transform to world, as (N, 3)."""
     points = np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)]) @ ijk
-    parent = volume.GetParentTransformNode()
     if parent:
         to_world = vtk.vtkGeneralTransform()
         parent.GetTransformToWorld(to_world)
