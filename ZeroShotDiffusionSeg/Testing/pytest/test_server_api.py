@@ -52,7 +52,7 @@ def test_round_trip_equals_a_local_run_byte_for_byte(tmp_path, volume):
     events = []
     with start_server(tmp_path) as server, ServerClient(server.url, token=TOKENS["alice"]) as client:
         info = client.handshake()
-        assert (info["model_id"], info["protocol_version"], info["queue_length"]) == ("stand-in", "1.0", 0)
+        assert (info["model_id"], info["protocol_version"], info["queue_length"]) == ("stand-in", "1.1", 0)
         remote = run_remote_job(client, volume, tmp_path / "remote", request, progress=events.append, poll_s=0.5)
         assert client.list_jobs() == []  # deleted after download
         assert leftover_files(server.app.state.jobs.work_root) == []
@@ -252,10 +252,10 @@ def test_logs_hold_no_tokens_and_no_image_data(tmp_path, volume, caplog, monkeyp
 def test_version_handshake_refuses_an_incompatible_server(tmp_path, monkeypatch):
     with start_server(tmp_path) as server:
         refused = httpx.get(f"{server.url}/info", headers={**ALICE, "X-ZSDSeg-Protocol": "2.3"})
-        assert refused.status_code == 426 and "this server speaks protocol 1.0" in refused.json()["detail"]
+        assert refused.status_code == 426 and "this server speaks protocol 1.1" in refused.json()["detail"]
     monkeypatch.setattr("ZeroShotDiffusionSegLib.server.app.PROTOCOL_VERSION", "2.0")
     with start_server(tmp_path) as server, ServerClient(server.url, token=TOKENS["alice"]) as client:
-        with pytest.raises(IncompatibleServer, match="speaks protocol 2.0, this client 1.0 .* same major version"):
+        with pytest.raises(IncompatibleServer, match="speaks protocol 2.0, this client 1.1 .* same major version"):
             client.handshake()
 
     from fastapi import FastAPI

@@ -84,3 +84,31 @@ def test_zsdseg_serve_starts_serves_and_cleans_up_on_sigint(tmp_path):
     assert server.returncode == 0, output
     assert "serving on http://127.0.0.1" in output and TOKENS["alice"] not in output
     assert os.listdir(tmp_path / "work") == []
+
+
+def test_a_pseudo_healthy_job_returns_healthy_and_residual_and_a_plain_one_does_not(tmp_path):
+    """The two extra results exist only for a request that asks for them; each comes back byte for byte
+    as a local run writes it (stand-in inpainter: the server's mechanics, not the model)."""
+    import dataclasses
+
+    import httpx
+
+    from test_volume_fixtures import sphere_volume, write
+    from test_volume_pseudo_healthy import HealthySegmenter, request
+
+    volume = write(sphere_volume(noise_hu=10, air_slices=(0, 11))[0], tmp_path / "sphere.nrrd")
+    local = run_volume(volume, tmp_path / "local", HealthySegmenter(), request())
+    with start_server(tmp_path, executors=[build_executor(HealthySegmenter())]) as server, \
+            ServerClient(server.url, token=TOKENS["bob"]) as client:
+        remote = run_remote_job(client, volume, tmp_path / "remote", request(), poll_s=0.2)
+        plain = run_remote_job(client, volume, tmp_path / "plain", dataclasses.replace(request(), pseudo_healthy=None),
+                               keep_on_server=True, poll_s=0.2)
+        job_id = client.list_jobs()[-1]["id"]
+        missing = httpx.get(f"{server.url}/jobs/{job_id}/results/healthy",
+                            headers={"Authorization": f"Bearer {TOKENS['bob']}"})
+    assert sorted(remote.files) == ["healthy", "labels", "lesions", "provenance", "residual", "score"]
+    for name in ("healthy", "residual", "labels", "score", "lesions"):
+        assert remote.files[name].read_bytes() == local.files[name].read_bytes(), name
+    assert sorted(plain.files) == ["labels", "lesions", "provenance", "score"]
+    assert sorted(p.name for p in (tmp_path / "plain").iterdir()) == ["labels.nrrd", "lesions.csv", "provenance.json", "score.nrrd"]
+    assert missing.status_code == 404 and missing.json()["detail"] == "the job has no healthy result"

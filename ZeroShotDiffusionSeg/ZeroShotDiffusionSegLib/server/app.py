@@ -203,7 +203,7 @@ def create_app(settings: ServerSettings, executors: Sequence[Executor], engine_i
         "/jobs/{job_id}/results/{name}",
         responses={**errors, 409: {"model": schemas.Error}, 200: {"content": {"application/octet-stream": {}}}},
         response_class=Response,
-        summary="Download one result: labels.nrrd, score.nrrd, lesions.csv or provenance.json",
+        summary="Download one result: labels.nrrd, score.nrrd, lesions.csv, provenance.json; healthy.nrrd and residual.nrrd after a pseudo-healthy run",
     )
     def job_result(name: schemas.ResultName, job: Job = Depends(owned_job)):
         if job.state != DONE:

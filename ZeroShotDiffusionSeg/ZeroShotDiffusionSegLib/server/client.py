@@ -250,9 +250,10 @@ def run_remote_job(
     keep_on_server: bool = False,
     poll_s: float = 1.0,
 ) -> VolumeResult:
-    """Upload, wait, download, delete: the remote equivalent of ``run_volume``, writing the
-    same four files into ``out_dir`` and answering the same VolumeResult (timings: upload_s,
-    queued_s, server_s, download_s). Progress stages: ``upload``, the server's, ``download``."""
+    """Upload, wait, download, delete: the remote equivalent of ``run_volume``, writing the same
+    files into ``out_dir`` (the four of every run; healthy and residual too when the request has
+    ``pseudo_healthy``) and answering the same VolumeResult (timings: upload_s, queued_s, server_s,
+    download_s). Progress stages: ``upload``, the server's, ``download``."""
     if client.server_info is None:
         client.handshake()
 

@@ -12,20 +12,22 @@ from typing import Optional
 
 from ..errors import UserError
 from ..runners.protocol import request_from_dict  # the worker's decoder: one inverse of to_dict()
-from ..volume.outputs import OUTPUT_NAMES
+from ..volume.outputs import ALL_OUTPUT_NAMES
 from ..volume.request import VolumeRequest
 
 # MAJOR.MINOR. A client and a server work together when MAJOR is equal; MINOR grows
 # with backwards-compatible additions (a new optional field, a new endpoint).
-PROTOCOL_VERSION = "1.0"
+PROTOCOL_VERSION = "1.1"  # 1.1: the results healthy and residual
 PROTOCOL_HEADER = "X-ZSDSeg-Protocol"
 
 # Job states, in the order a job may pass through them.
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
 TERMINAL_STATES = (DONE, FAILED, CANCELLED)
 
-# Result name (URL segment, and key of VolumeResult.files) -> file name in the job's output.
-RESULT_FILES = OUTPUT_NAMES
+# Result name (URL segment, and key of VolumeResult.files) -> file name in the job's output. A job has the
+# four of every run; healthy and residual only when its request asks for them (``pseudo_healthy``). A job's
+# status lists the ones it has, and the client fetches those.
+RESULT_FILES = ALL_OUTPUT_NAMES
 
 # Upload formats the server accepts: the single-file ones of volume.io.VOLUME_SUFFIXES
 # (a detached .nhdr/.mhd header needs a second file). Only this suffix of the client's file name is ever

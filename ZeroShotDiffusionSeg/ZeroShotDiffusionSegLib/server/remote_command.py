@@ -1,7 +1,7 @@
 """``zsdseg segment VOLUME --server URL --token-file F``: the same job, run by a server.
 
 ``segment_command`` calls ``run_remote_segment`` with the VolumeRequest a local run would use
-when ``--server`` is given, so both produce the same four files in the output folder.
+when ``--server`` is given, so both produce the same files in the output folder.
 """
 
 from __future__ import annotations

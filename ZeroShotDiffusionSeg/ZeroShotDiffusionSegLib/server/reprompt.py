@@ -1,7 +1,7 @@
 """``POST /jobs/{id}/prompt``: a finished job's volume, a new request (typically another prompt), no upload.
 
 The answer is a **new job** (202, ``Location: /jobs/{new id}``), polled and downloaded like any other;
-the original job and its four result files stay as they were, so a client that already fetched them
+the original job and its result files stay as they were, so a client that already fetched them
 sees no change and can compare both. The new job gets its own link (or copy) of the original upload,
 which the server keeps for a finished job as long as its results (``result_ttl_s``) and removes with
 it. It is checked and queued like an upload (same token rules: only the job's owner may re-prompt

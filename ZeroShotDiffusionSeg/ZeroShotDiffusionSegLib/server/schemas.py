@@ -7,8 +7,10 @@ from typing import Dict, List, Literal, Optional
 
 from pydantic import BaseModel, Field
 
+from .protocol import RESULT_FILES
+
 JobStateName = Literal["queued", "running", "done", "failed", "cancelled"]
-ResultName = Literal["labels", "score", "lesions", "provenance"]
+ResultName = Literal[tuple(RESULT_FILES)]  # type: ignore[valid-type]  (one list: the protocol's)
 
 
 class Health(BaseModel):
