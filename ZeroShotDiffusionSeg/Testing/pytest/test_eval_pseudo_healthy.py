@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from test_eval_cli import SIZE, QuadrantSegmenter, _parse
+from test_eval_cli import SIZE, QuadrantSegmenter, _parse, _volume_folder
 from ZeroShotDiffusionSegLib.evaluation import cli
 
 BACKGROUND = 30 / 255
@@ -51,3 +51,40 @@ def test_the_refined_rule_is_a_column_beside_deployed(tmp_path, monkeypatch):
     assert summary["deployed"]["dice"]["mean"] == pytest.approx(2 * 64 / (64 + 128))
     assert summary["pseudo_healthy"]["dice"]["mean"] == pytest.approx(1.0)
     assert "pseudo_healthy" in (out / "report.md").read_text()
+
+
+class BrightOutlierRemover:
+    """Repaints what is far brighter than the slice's median (a lesion, not texture) as the median; a slice
+    without such pixels comes back unchanged, so its residual is empty."""
+
+    def repaint(self, images, regions, keys, normal_prompt, negative_prompt, params, cancel=None, on_step=None):
+        out = []
+        for image, region in zip(images, regions):
+            median = np.float32(np.median(image))
+            out.append(np.where(region & (image > median + 0.2), median, image).astype(np.float32))
+        return out
+
+    def feature_distance(self, images, healthy):
+        return [np.zeros(image.shape[:2], dtype=np.float32) for image in images]
+
+
+class QuadrantHealthySegmenter(QuadrantSegmenter):
+    def pseudo_healthy_inpainter(self):
+        return BrightOutlierRemover()
+
+
+def test_a_volume_case_gets_the_column_from_the_volume_pipeline(tmp_path, monkeypatch):
+    """Seed mode selects the seed's quadrant on all four slices (Dice 2/3); the counterfactual removes the
+    lesion only on its two slices, so the refined rule keeps exactly the lesion."""
+    root = _volume_folder(tmp_path)
+    monkeypatch.setattr(cli, "_load_segmenter", lambda args: QuadrantHealthySegmenter())
+    out = tmp_path / "out"
+    assert cli.run(_parse(str(root), "--layout", "nrrd-pairs", "--model", "random:stub", "--pseudo-healthy",
+                          "--no-baselines", "--no-overlays", "--out", str(out))) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["meta"]["modes"] == ["deployed", "oracle_single", "oracle_union", "pseudo_healthy"]
+    metrics = results["cases"][0]["metrics"]
+    assert metrics["deployed"]["dice"] == pytest.approx(2 * 128 / (256 + 128))
+    assert metrics["pseudo_healthy"]["dice"] == pytest.approx(1.0)
+    provenance = json.loads((out / "volumes" / "case" / "pseudo_healthy" / "provenance.json").read_text())
+    assert provenance["pseudo_healthy"]["slices_repainted"] == 4

@@ -107,10 +107,14 @@ def _model_predictions_2d(segmenter, image, truth, seed, selection, prompt, para
     return predictions, {"timings": dict(result.timings), "segments": int(np.unique(result.labels).size)}
 
 
-def _model_predictions_3d(segmenter, case, volume, truth, seed, selection, prompt, params, work_dir: Path):
+def _model_predictions_3d(segmenter, case, volume, truth, seed, selection, prompt, params, work_dir: Path, healthy=None):
     """Deployed: the volume pipeline with the prompt or a seed at the truth's centroid. Oracle: the
     pipeline's unsupervised run (every segmented slice's regions; the empty prompt conditions the
-    pass, the prompt only picks the CT window), ids made distinct per slice, matched in 3-D."""
+    pass, the prompt only picks the CT window), ids made distinct per slice, matched in 3-D.
+    ``healthy`` (PseudoHealthyParams): the deployed request again with them, for the pseudo-healthy column;
+    a prompt run takes its pass from the same query cache, so only the repaint is new work."""
+    import dataclasses
+
     import SimpleITK as sitk
 
     from ..volume import VolumeRequest, run_volume
@@ -122,6 +126,7 @@ def _model_predictions_3d(segmenter, case, volume, truth, seed, selection, promp
 
     details: dict = {}
     predictions = {}
+    cache = None
     if selection == "prompt":  # the plain rule from the same pass (the cache), beside the anomaly-aware one
         cache = QueryCache()
         plain = run_volume(case.image_path, work_dir / "deployed_plain", segmenter,
@@ -133,12 +138,17 @@ def _model_predictions_3d(segmenter, case, volume, truth, seed, selection, promp
         else:
             point = voxel_to_physical(volume, tuple(reversed(seed)))  # numpy (k, j, i) -> ITK (i, j, k)
             request = VolumeRequest(mode="seed", seeds=[point], coordinate_space="LPS", params=params)
-        result = run_volume(case.image_path, work_dir / "deployed", segmenter, request,
-                            cache=cache if selection == "prompt" else None)
+        result = run_volume(case.image_path, work_dir / "deployed", segmenter, request, cache=cache)
         deployed = labels_of(result) != 0
         details.update(timings=dict(result.timings), messages=list(result.messages))
+        if healthy is not None:
+            refined = run_volume(case.image_path, work_dir / healthy_column.MODE, segmenter,
+                                 dataclasses.replace(request, pseudo_healthy=healthy), cache=cache)
+            predictions[healthy_column.MODE] = labels_of(refined) != 0
     else:  # empty truth and no prompt: no click to give, nothing selected
         deployed = np.zeros(truth.shape, dtype=bool)
+        if healthy is not None:
+            predictions[healthy_column.MODE] = deployed
     unsupervised = run_volume(case.image_path, work_dir / "partition", segmenter,
                               VolumeRequest(prompt=prompt, mode="unsupervised", params=params))
     provenance = json.loads(Path(unsupervised.files["provenance"]).read_text(encoding="utf-8"))
@@ -176,7 +186,8 @@ def evaluate_case(case, segmenter, args, params, out_dir: Path, refiner=None) ->
     if segmenter is not None:
         if is_volume:
             model_predictions, model_details = _model_predictions_3d(
-                segmenter, case, volume, truth, seed, args.selection, args.prompt, params, out_dir / "volumes" / _file_name(case.name))
+                segmenter, case, volume, truth, seed, args.selection, args.prompt, params, out_dir / "volumes" / _file_name(case.name),
+                healthy_column.volume_params(args, segmenter))
         else:
             model_predictions, model_details = _model_predictions_2d(segmenter, image, truth, seed, args.selection, args.prompt, params)
         predictions.update(model_predictions)
