@@ -33,6 +33,14 @@ class RunView:
         self.ui.lesionTable.setColumnCount(len(TABLE_HEADERS))
         self.ui.lesionTable.setHorizontalHeaderLabels(TABLE_HEADERS)
 
+    def connectResultWidgets(self):
+        """The Results section's signals: threshold, score overlay, lesion table, editor, undo."""
+        self.ui.thresholdSlider.valueChanged.connect(self.onThresholdChanged)
+        self.ui.showScoreCheckBox.toggled.connect(self.onShowScore)
+        self.ui.lesionTable.cellClicked.connect(self.onLesionClicked)
+        self.ui.refineButton.clicked.connect(self.onRefine)
+        self.ui.undoButton.clicked.connect(self.onUndo)
+
     def onPresetChosen(self, index):
         if index > 0:
             self.parameterNode().prompt = self.presets[index - 1].prompt
