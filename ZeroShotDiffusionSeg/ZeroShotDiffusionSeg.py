@@ -38,6 +38,7 @@ class ZeroShotDiffusionSegParameterNode:
     roi: vtkMRMLMarkupsROINode
     outputSegmentation: vtkMRMLSegmentationNode
     perLesion: bool = True
+    pseudoHealthy: bool = False
     klThreshold: float = 1.1
     timestep: int = 300
     selectionThreshold: float = 0.5

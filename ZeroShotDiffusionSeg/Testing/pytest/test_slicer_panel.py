@@ -42,6 +42,21 @@ def test_missing_inputs_name_the_widget_to_fix():
     assert regions.mode == "unsupervised" and regions.binary is False
 
 
+def test_pseudo_healthy_checkbox_asks_for_the_refinement_in_prompt_and_seed_mode_only():
+    from ZeroShotDiffusionSegLib.engine.healthy_params import PseudoHealthyParams
+
+    assert build_request(PanelSettings(prompt="liver tumor")).pseudo_healthy is None
+    request = build_request(PanelSettings(prompt="liver tumor", pseudo_healthy=True))
+    assert request.pseudo_healthy == PseudoHealthyParams()
+    seeded = build_request(PanelSettings(mode="seed", seeds_ras=[(1, 2, 3)], pseudo_healthy=True))
+    assert seeded.pseudo_healthy == PseudoHealthyParams()
+    with pytest.raises(UserError) as refused:
+        build_request(PanelSettings(mode="unsupervised", pseudo_healthy=True))
+    message = str(refused.value)
+    assert "\n" not in message and "Refine with pseudo-healthy counterfactual" in message
+    assert "needs prompt or seed mode" in message  # the engine's own rule (volume/healthy.py), not a copy
+
+
 def test_combo_texts_map_to_values():
     assert option_value(MODES, "Seed points") == "seed" and option_value(MODES, "seed") == "seed"
     assert option_value(DEVICES, "CPU") == "cpu" and option_value(AXES, "K (axial-like)") == "k"

@@ -65,8 +65,8 @@ class ZeroShotDiffusionSegLogic(ScriptedLoadableModuleLogic):
             mode=panel.option_value(panel.MODES, p.mode), prompt=p.prompt, seeds_ras=seeds, roi_bounds_ras=bounds,
             kl_threshold=p.klThreshold, timestep=p.timestep, selection_threshold=p.selectionThreshold,
             axis=panel.option_value(panel.AXES, p.sliceAxis), batch_size=p.batchSize, min_volume_mm3=p.minVolume,
-            per_lesion=p.perLesion, device=panel.option_value(panel.DEVICES, p.device), model=p.model,
-            server_url=p.serverUrl, server_token=token)
+            per_lesion=p.perLesion, pseudo_healthy=p.pseudoHealthy, device=panel.option_value(panel.DEVICES, p.device),
+            model=p.model, server_url=p.serverUrl, server_token=token)
 
     def setupEngine(self, settings, requirementsPath):
         """First-use setup (order and consent rules: setup_state); True when the engine can run."""
