@@ -109,6 +109,27 @@ def test_live_threshold_view_names_colours_and_table():
     assert [s.name for s in higher.segments] == ["liver tumor 1"] and higher.labels.max() == 1
 
 
+def test_a_pseudo_healthy_result_keeps_its_refined_labels_whatever_the_slider():
+    session = result_session()
+    session.labels[2, 8:10, 8:10] = 0  # the refinement dropped the second candidate
+    session.refined = True
+    assert not session.live and "pseudo-healthy" in session.threshold_note
+    view = session.view(0.1)  # a low threshold would bring it back from the score
+    assert np.array_equal(view.labels, session.labels) and [s.name for s in view.segments] == ["liver tumor"]
+    assert result_session().threshold_note is None and result_session(mode="seed").threshold_note is None
+
+
+def test_overlay_list_and_first_choice():
+    from ZeroShotDiffusionSegLib.slicer.results import default_overlay, overlay_choices
+
+    plain = {"Score": object()}
+    healthy = {"Score": object(), "Residual": object(), "Pseudo-healthy (fade)": object()}
+    assert overlay_choices(plain) == ["Score", "None"] and default_overlay(plain) == "Score"
+    assert overlay_choices(healthy) == ["Score", "Residual", "Pseudo-healthy (fade)", "None"]
+    assert default_overlay(healthy) == "Residual"
+    assert overlay_choices({}) == ["None"] and default_overlay({}) == "None"
+
+
 def test_one_segment_mode_and_non_live_modes():
     single = result_session(per_lesion=False).view()
     assert [s.name for s in single.segments] == ["liver tumor"] and single.labels.sum() == 54
