@@ -124,7 +124,9 @@ def test_the_checkbox_puts_the_refinement_on_the_request_and_a_reprompt_repaints
     start(logic, logic.getParameterNode().inputVolume, prompt="kidney tumor")
     assert len(runner.requests) == 1 and len(runner.rescored) == 1
     assert runner.rescored[0][1].pseudo_healthy == PseudoHealthyParams()  # ... which runs the repaint again
-    second = finish(logic)
+    second_files = logic.poll() + logic.poll()
+    second = logic.loadResult(second_files[-1].files)
+    assert logic.cacheNote(second_files[-1].files) == "re-scored from cache and repainted in 1.8 s"
     assert second.overlays["Pseudo-healthy (fade)"] is not first.overlays["Pseudo-healthy (fade)"]
     assert second.session.refined and not second.session.live
     start(logic, logic.getParameterNode().inputVolume, pseudo_healthy=False, prompt="kidney tumor")
