@@ -120,8 +120,8 @@ def test_the_checkbox_puts_the_refinement_on_the_request_and_a_reprompt_repaints
     runner = logic.runner
     assert runner.requests[-1].pseudo_healthy == PseudoHealthyParams()
     first = finish(logic)
-    logic.getParameterNode().prompt = "kidney tumor"  # only the prompt changed: re-scored from the worker's cache ...
-    start(logic, logic.getParameterNode().inputVolume, prompt="kidney tumor")
+    start(logic, logic.getParameterNode().inputVolume, prompt="kidney tumor")  # only the prompt changed: re-scored
+    # from the worker's cache, ...
     assert len(runner.requests) == 1 and len(runner.rescored) == 1
     assert runner.rescored[0][1].pseudo_healthy == PseudoHealthyParams()  # ... which runs the repaint again
     second_files = logic.poll() + logic.poll()

@@ -36,7 +36,7 @@ class RunView:
     def connectResultWidgets(self):
         """The Results section's signals: threshold, overlay and its opacity, lesion table, editor, undo."""
         self.ui.thresholdSlider.valueChanged.connect(self.onThresholdChanged)
-        self.ui.overlayComboBox.currentIndexChanged.connect(self.onOverlayChanged)
+        self.ui.overlayComboBox.connect("currentIndexChanged(int)", self.onOverlayChanged)  # not the QString overload
         self.ui.overlayOpacitySlider.valueChanged.connect(self.onOverlayChanged)
         self.ui.lesionTable.cellClicked.connect(self.onLesionClicked)
         self.ui.refineButton.clicked.connect(self.onRefine)
