@@ -25,11 +25,11 @@ import slicer
 import vtk
 
 from ..errors import UserError
+from ..volume.outputs import OPTIONAL_OUTPUT_NAMES
 from .geometry import geometries_match, geometry_of_sitk_image
 from .mrml import check_output_segmentation, ijk_to_ras_geometry, ijk_to_segmentation_matrix
 from .results import DEFAULT_OPACITY, HEALTHY, RESIDUAL, SCORE, ResultSession, default_overlay, lesion_centre_ras
 
-HEALTHY_FILES = ("healthy", "residual")  # written by a pseudo-healthy run (volume/outputs.py OPTIONAL_OUTPUT_NAMES)
 HEALTHY_OF_ROLE = "pseudoHealthyOf"  # node reference of the pseudo-healthy volume to the input it was computed from
 BINARY_LABELMAP = "Binary labelmap"
 REFERENCE_ROLE = "referenceImageGeometryRef"  # vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole()
@@ -85,7 +85,8 @@ class ResultImporter:
         shape = slicer.util.arrayFromVolume(self.volume).shape
         labels = read_result_array(files["labels"], geometry, shape)
         score = read_result_array(files["score"], geometry, shape).astype(np.float32)
-        counterfactual = {name: read_result_array(files[name], geometry, shape) for name in HEALTHY_FILES if name in files}
+        counterfactual = {name: read_result_array(files[name], geometry, shape) for name in OPTIONAL_OUTPUT_NAMES
+                          if name in files}  # healthy, residual: written by a pseudo-healthy run
         request = self.request
         session = ResultSession(request.mode, request.prompt, score, labels, geometry,
                                 request.params.selection_threshold, not request.binary, request.min_volume_mm3,
@@ -113,7 +114,7 @@ class ResultImporter:
         self.overlays = {SCORE: self.score_node}
         if "residual" in counterfactual:
             self.overlays[RESIDUAL] = self._volume_on_input_grid("residual", counterfactual["residual"].astype(np.float32))
-        for overlay in self.overlays.values():
+        for overlay in self.overlays.values():  # score and residual: maps in 0..1
             style_as_map(overlay)
         if "healthy" in counterfactual:
             self.overlays[HEALTHY] = self._volume_on_input_grid("pseudo-healthy", counterfactual["healthy"])
