@@ -14,7 +14,6 @@ import slicer
 import vtk
 from ZeroShotDiffusionSegLib.engine.healthy_params import PseudoHealthyParams
 from ZeroShotDiffusionSegLib.errors import UserError
-from ZeroShotDiffusionSegLib.runners.base import RunnerEvent
 from ZeroShotDiffusionSegLib.slicer.importer import HEALTHY_OF_ROLE
 from ZeroShotDiffusionSegLib.slicer.results import REFINED_NOTE
 from ZeroShotDiffusionSegLib.slicer.run_view import RunView
