@@ -38,6 +38,7 @@ class ZeroShotDiffusionSegParameterNode:
     roi: vtkMRMLMarkupsROINode
     outputSegmentation: vtkMRMLSegmentationNode
     perLesion: bool = True
+    pseudoHealthy: bool = False
     klThreshold: float = 1.1
     timestep: int = 300
     selectionThreshold: float = 0.5
@@ -77,11 +78,7 @@ class ZeroShotDiffusionSegWidget(ScriptedLoadableModuleWidget, VTKObservationMix
         self.ui.presetComboBox.connect("activated(int)", self.view.onPresetChosen)  # not the QString overload
         self.ui.modelFolderButton.clicked.connect(self.view.onChooseModelFolder)
         self.ui.restartEngineButton.clicked.connect(self.view.onRestartEngine)
-        self.ui.thresholdSlider.valueChanged.connect(self.view.onThresholdChanged)
-        self.ui.showScoreCheckBox.toggled.connect(self.view.onShowScore)
-        self.ui.lesionTable.cellClicked.connect(self.view.onLesionClicked)
-        self.ui.refineButton.clicked.connect(self.view.onRefine)
-        self.ui.undoButton.clicked.connect(self.view.onUndo)
+        self.view.connectResultWidgets()
         self.shortcut = qt.QShortcut(qt.QKeySequence("Ctrl+Return"), uiWidget)
         self.shortcut.setContext(qt.Qt.WidgetWithChildrenShortcut)  # only while this panel has focus
         self.shortcut.activated.connect(self.onApplyButton)

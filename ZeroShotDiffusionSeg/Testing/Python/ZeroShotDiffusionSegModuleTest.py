@@ -3,7 +3,7 @@
 A synthetic oblique, anisotropic volume is exported by the logic, "segmented" by a stub that writes a
 known labelmap and score map on the input's grid (as the engine does), and imported. The test checks
 segment names and terminology, that every voxel lands where the stub put it (geometry), the live
-threshold, and undo. Registered with slicer_add_python_unittest; the same cases run headless against
+threshold, and undo; with the pseudo-healthy checkbox, the two extra volumes, the fade and the inert threshold. Registered with slicer_add_python_unittest; the same cases run headless against
 real MRML in Testing/mrml/test_module_self_test.py. Needs no download.
 """
 
@@ -23,6 +23,7 @@ from ZeroShotDiffusionSegLib.slicer.terminology import load_presets
 SHAPE = (24, 64, 56)  # numpy (k, j, i)
 LESION_1 = (slice(6, 14), slice(10, 40), slice(12, 42))  # numpy (k, j, i), score 0.9
 LESION_2 = (slice(18, 20), slice(50, 54), slice(4, 8))  # score 0.6: disappears above 0.6
+REPAINTED = 11  # the stub's pseudo-healthy voxels inside LESION_1
 
 
 class StubRunner(Runner):
@@ -43,8 +44,13 @@ class StubRunner(Runner):
         labels, score = np.zeros(shape, np.uint16), np.zeros(shape, np.float32)
         labels[LESION_1], score[LESION_1] = 1, 0.9
         labels[LESION_2], score[LESION_2] = 2, 0.6
+        arrays = [("labels", labels), ("score", score)]
+        if request.pseudo_healthy is not None:  # what a pseudo-healthy run adds: input's pixel type, and 0..1
+            healthy, residual = sitk.GetArrayFromImage(image), np.zeros(shape, np.float32)
+            healthy[LESION_1], residual[LESION_1] = REPAINTED, 0.8
+            arrays += [("healthy", healthy), ("residual", residual)]
         files = {}
-        for name, array in (("labels", labels), ("score", score)):
+        for name, array in arrays:
             result = sitk.GetImageFromArray(array)
             result.CopyInformation(image)
             files[name] = os.path.join(out_dir, f"{name}.nrrd")
@@ -74,7 +80,8 @@ class ZeroShotDiffusionSegModuleTest(ScriptedLoadableModuleTest):
         slicer.mrmlScene.Clear()
 
     def runTest(self):
-        for test in (self.test_run_import_threshold_undo, self.test_cancel_and_wrong_input):
+        for test in (self.test_run_import_threshold_undo, self.test_cancel_and_wrong_input,
+                     self.test_pseudo_healthy_volumes_fade_and_inert_threshold):
             self.setUp()
             test()
 
@@ -146,6 +153,37 @@ class ZeroShotDiffusionSegModuleTest(ScriptedLoadableModuleTest):
         logic.result.undo()
         self.assertEqual([segmentation.GetNthSegment(i).GetName() for i in range(segmentation.GetNumberOfSegments())],
                          ["kept"])
+
+    def test_pseudo_healthy_volumes_fade_and_inert_threshold(self):
+        from ZeroShotDiffusionSeg import ZeroShotDiffusionSegLogic
+
+        volume = self.makeObliqueVolume()
+        stub = StubRunner()
+        logic = ZeroShotDiffusionSegLogic(runnerFactory=lambda settings: stub)
+        parameters = logic.getParameterNode()
+        parameters.inputVolume, parameters.prompt, parameters.pseudoHealthy = volume, "liver tumor", True
+        self.runToDone(logic, parameters)
+        self.assertIsNotNone(stub.requests[0].pseudo_healthy)
+        healthy, residual = logic.result.overlays["Pseudo-healthy (fade)"], logic.result.overlays["Residual"]
+        self.assertTrue(np.all(slicer.util.arrayFromVolume(healthy)[LESION_1] == REPAINTED))
+        self.assertEqual(float(slicer.util.arrayFromVolume(residual).max()), np.float32(0.8))
+        healthyMatrix, volumeMatrix = vtk.vtkMatrix4x4(), vtk.vtkMatrix4x4()
+        healthy.GetIJKToRASMatrix(healthyMatrix)
+        volume.GetIJKToRASMatrix(volumeMatrix)
+        self.assertEqual([healthyMatrix.GetElement(r, c) for r in range(4) for c in range(4)],
+                         [volumeMatrix.GetElement(r, c) for r in range(4) for c in range(4)])
+        self.assertEqual(healthy.GetDisplayNode().GetWindow(), volume.GetDisplayNode().GetWindow())
+        logic.result.show_overlay("Pseudo-healthy (fade)", 0.7)
+        composites = slicer.mrmlScene.GetNodesByClass("vtkMRMLSliceCompositeNode")
+        self.assertGreater(composites.GetNumberOfItems(), 0)
+        for i in range(composites.GetNumberOfItems()):
+            composite = composites.GetItemAsObject(i)
+            self.assertEqual((composite.GetBackgroundVolumeID(), composite.GetForegroundVolumeID()),
+                             (volume.GetID(), healthy.GetID()))
+            self.assertAlmostEqual(composite.GetForegroundOpacity(), 0.7)
+        ids = list(logic.result.segment_ids)
+        logic.result.apply_threshold(0.7)  # would drop lesion 2 of a plain prompt result; not of a refined one
+        self.assertEqual(logic.result.segment_ids, ids)
 
     def test_cancel_and_wrong_input(self):
         from ZeroShotDiffusionSeg import ZeroShotDiffusionSegLogic

@@ -121,6 +121,12 @@ class App:
     def processEvents(self):
         pass
 
+    def setOverrideCursor(self, cursor):  # slicer.util.tryWithErrorDisplay(waitCursor=True); nothing is drawn
+        pass
+
+    def restoreOverrideCursor(self):
+        pass
+
 
 def _observe_subject_hierarchy(scene):
     """Create/remove subject-hierarchy items with data nodes, as Slicer's Qt plugin logic does."""

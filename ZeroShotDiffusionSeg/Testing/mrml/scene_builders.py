@@ -48,19 +48,36 @@ def expected_labels():
     return labels
 
 
-def write_result(input_path, out_dir, labels=None, score=None, spacing_factor=1.0):
-    """labels.nrrd and score.nrrd on the input's grid (as the worker writes them); another grid if asked."""
+def counterfactual_arrays(input_array):
+    """(healthy, residual) as a pseudo-healthy run writes them: LESION_1 repainted in the input's pixel type,
+    a float32 residual in 0..1 that is highest there; numpy (k, j, i)."""
+    healthy = np.array(input_array, copy=True)
+    healthy[LESION_1] = 11
+    residual = np.zeros(input_array.shape, np.float32)
+    residual[LESION_1] = np.linspace(0.2, 1.0, healthy[LESION_1].size, dtype=np.float32).reshape(healthy[LESION_1].shape)
+    residual[LESION_2] = 0.05
+    return healthy, residual
+
+
+def write_result(input_path, out_dir, labels=None, score=None, spacing_factor=1.0, healthy=False,
+                 healthy_spacing_factor=1.0):
+    """labels.nrrd and score.nrrd on the input's grid (as the worker writes them); another grid if asked.
+    ``healthy``: also healthy.nrrd and residual.nrrd (counterfactual_arrays), on a grid of their own if asked."""
     os.makedirs(out_dir, exist_ok=True)
     image = sitk.ReadImage(input_path)
     labels = expected_labels() if labels is None else labels
     if score is None:
         score = np.zeros(labels.shape, np.float32)
         score[labels == 1], score[labels == 2] = 0.9, 0.6
+    arrays = [("labels", labels, spacing_factor), ("score", score, spacing_factor)]
+    if healthy:
+        pseudo_healthy, residual = counterfactual_arrays(sitk.GetArrayFromImage(image))
+        arrays += [("healthy", pseudo_healthy, healthy_spacing_factor), ("residual", residual, healthy_spacing_factor)]
     files = {}
-    for name, array in (("labels", labels), ("score", score)):
+    for name, array, factor in arrays:
         result = sitk.GetImageFromArray(array)
         result.CopyInformation(image)
-        result.SetSpacing([s * spacing_factor for s in image.GetSpacing()])
+        result.SetSpacing([s * factor for s in image.GetSpacing()])
         files[name] = os.path.join(out_dir, f"{name}.nrrd")
         sitk.WriteImage(result, files[name])
     return files

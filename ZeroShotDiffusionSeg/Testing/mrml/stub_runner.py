@@ -39,9 +39,11 @@ class StubRunner(Runner):
         self.requests.pop()
         files = self.events[-1][0].files
         files["provenance"] = os.path.join(out_dir, "provenance.json")
+        timings = {"read": 0.1, "segment": 0.2, "segment_per_slice": 0.01}
+        if request.pseudo_healthy is not None:
+            timings["pseudo_healthy"] = 1.5  # the worker repaints on a re-prompt too (volume/pipeline.py)
         with open(files["provenance"], "w", encoding="utf-8") as handle:
-            json.dump({"runtime": {"query_cache": "memory hit", "timings_s": {"read": 0.1, "segment": 0.2,
-                                                                             "segment_per_slice": 0.01}}}, handle)
+            json.dump({"runtime": {"query_cache": "memory hit", "timings_s": timings}}, handle)
         return self.job
 
     def poll(self):

@@ -10,7 +10,7 @@ import unittest
 import pytest
 import ZeroShotDiffusionSegModuleTest
 
-CASES = ["test_run_import_threshold_undo", "test_cancel_and_wrong_input"]
+CASES = ["test_run_import_threshold_undo", "test_cancel_and_wrong_input", "test_pseudo_healthy_volumes_fade_and_inert_threshold"]
 
 
 @pytest.mark.parametrize("case", CASES)

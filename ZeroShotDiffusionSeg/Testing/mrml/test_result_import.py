@@ -251,11 +251,11 @@ def test_a_failure_half_way_puts_the_scene_back(monkeypatch):
     before = scene_state()
     from ZeroShotDiffusionSegLib.slicer import importer
 
-    def fail(self, show):  # the last step: segments and the score volume are in the scene by now
+    def fail(self, name, opacity):  # the last step: segments and the score volume are in the scene by now
         assert len(names(node)) == 3 and len(scene_state()) > len(before)
         raise RuntimeError("display failed")
 
-    monkeypatch.setattr(importer.ResultImporter, "show_score", fail)
+    monkeypatch.setattr(importer.ResultImporter, "show_overlay", fail)
     logic.poll()
     with pytest.raises(RuntimeError, match="display failed"):
         logic.loadResult(logic.poll()[0].files)

@@ -123,6 +123,14 @@ def test_parameter_defaults_are_items_of_their_combo_boxes(module):
     defaults = module.ZeroShotDiffusionSegParameterNode
     assert defaults.mode in panel.MODES and defaults.sliceAxis in panel.AXES and defaults.device in panel.DEVICES
     assert defaults.model == panel.DEFAULT_MODEL and defaults.serverUrl == ""
+    assert defaults.pseudoHealthy is False
+
+
+def test_the_pseudo_healthy_parameter_reaches_the_request(module):
+    logic = module.ZeroShotDiffusionSegLogic(runnerFactory=RecordingRunner)
+    assert panel.build_request(logic.settingsFrom(parameters(module, prompt="x"))).pseudo_healthy is None
+    settings = logic.settingsFrom(parameters(module, prompt="liver tumor", pseudoHealthy=True))
+    assert settings.pseudo_healthy is True and panel.build_request(settings).pseudo_healthy is not None
 
 
 def test_settings_read_seeds_in_world_coordinates_and_roi_bounds(module):

@@ -42,6 +42,21 @@ def test_missing_inputs_name_the_widget_to_fix():
     assert regions.mode == "unsupervised" and regions.binary is False
 
 
+def test_pseudo_healthy_checkbox_asks_for_the_refinement_in_prompt_and_seed_mode_only():
+    from ZeroShotDiffusionSegLib.engine.healthy_params import PseudoHealthyParams
+
+    assert build_request(PanelSettings(prompt="liver tumor")).pseudo_healthy is None
+    request = build_request(PanelSettings(prompt="liver tumor", pseudo_healthy=True))
+    assert request.pseudo_healthy == PseudoHealthyParams()
+    seeded = build_request(PanelSettings(mode="seed", seeds_ras=[(1, 2, 3)], pseudo_healthy=True))
+    assert seeded.pseudo_healthy == PseudoHealthyParams()
+    with pytest.raises(UserError) as refused:
+        build_request(PanelSettings(mode="unsupervised", pseudo_healthy=True))
+    message = str(refused.value)
+    assert "\n" not in message and "Refine with pseudo-healthy counterfactual" in message
+    assert "needs prompt or seed mode" in message  # the engine's own rule (volume/healthy.py), not a copy
+
+
 def test_combo_texts_map_to_values():
     assert option_value(MODES, "Seed points") == "seed" and option_value(MODES, "seed") == "seed"
     assert option_value(DEVICES, "CPU") == "cpu" and option_value(AXES, "K (axial-like)") == "k"
@@ -92,6 +107,27 @@ def test_live_threshold_view_names_colours_and_table():
     assert lesion_centre_ras(view.lesions[1]) == pytest.approx((8.5, 8.5, 4.0))
     higher = session.view(0.6, existing_names=["liver tumor"])
     assert [s.name for s in higher.segments] == ["liver tumor 1"] and higher.labels.max() == 1
+
+
+def test_a_pseudo_healthy_result_keeps_its_refined_labels_whatever_the_slider():
+    session = result_session()
+    session.labels[2, 8:10, 8:10] = 0  # the refinement dropped the second candidate
+    session.refined = True
+    assert not session.live and "pseudo-healthy" in session.threshold_note
+    view = session.view(0.1)  # a low threshold would bring it back from the score
+    assert np.array_equal(view.labels, session.labels) and [s.name for s in view.segments] == ["liver tumor"]
+    assert result_session().threshold_note is None and result_session(mode="seed").threshold_note is None
+
+
+def test_overlay_list_and_first_choice():
+    from ZeroShotDiffusionSegLib.slicer.results import default_overlay, overlay_choices
+
+    plain = {"Score": object()}
+    healthy = {"Score": object(), "Residual": object(), "Pseudo-healthy (fade)": object()}
+    assert overlay_choices(plain) == ["Score", "None"] and default_overlay(plain) == "Score"
+    assert overlay_choices(healthy) == ["Score", "Residual", "Pseudo-healthy (fade)", "None"]
+    assert default_overlay(healthy) == "Residual"
+    assert overlay_choices({}) == ["None"] and default_overlay({}) == "None"
 
 
 def test_one_segment_mode_and_non_live_modes():

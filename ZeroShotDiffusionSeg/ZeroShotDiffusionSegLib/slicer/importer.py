@@ -1,4 +1,4 @@
-"""A finished run into the scene: segments on the input's voxels, the score overlay, threshold and undo.
+"""A finished run into the scene: segments on the input's voxels, the overlays, threshold and undo.
 
 MRML glue (imports ``slicer``): the decisions (names, colours, terminology, lesion rows) come from
 ``results.ResultSession``. Two rules hold here:
@@ -10,6 +10,11 @@ MRML glue (imports ``slicer``): the decisions (names, colours, terminology, lesi
   segmentation stay where they were. A non-linear transform between the two is refused.
 - All or nothing: every check runs before the scene changes; if anything fails after that, the
   segmentation and the scene are put back as they were.
+
+The score map, and after a pseudo-healthy run the residual and the pseudo-healthy volume, become
+scalar volumes on the input's grid (same IJKToRAS, same parent transform, same study). The slice
+views show the input as background and one of them as foreground (``show_overlay``): the
+pseudo-healthy volume has the input's window/level and colours, so its opacity fades between the two.
 """
 
 from __future__ import annotations
@@ -20,11 +25,12 @@ import slicer
 import vtk
 
 from ..errors import UserError
+from ..volume.outputs import OPTIONAL_OUTPUT_NAMES
 from .geometry import geometries_match, geometry_of_sitk_image
 from .mrml import check_output_segmentation, ijk_to_ras_geometry, ijk_to_segmentation_matrix
-from .results import ResultSession, lesion_centre_ras
+from .results import DEFAULT_OPACITY, HEALTHY, RESIDUAL, SCORE, ResultSession, default_overlay, lesion_centre_ras
 
-SCORE_OPACITY = 0.4
+HEALTHY_OF_ROLE = "pseudoHealthyOf"  # node reference of the pseudo-healthy volume to the input it was computed from
 BINARY_LABELMAP = "Binary labelmap"
 REFERENCE_ROLE = "referenceImageGeometryRef"  # vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole()
 
@@ -62,7 +68,7 @@ class ResultImporter:
     def __init__(self, volume, segmentation_node, request, presets=()):
         self.volume, self.segmentation_node, self.request, self.presets = volume, segmentation_node, request, presets
         self.session, self.view, self.segment_ids, self.score_node, self._undo = None, None, [], None, None
-        self._to_segmentation = None
+        self._to_segmentation, self.overlays = None, {}  # overlay name (results.OVERLAYS) -> its volume node
 
     def check(self):
         """Everything that can refuse the import, with the scene untouched; returns the IJK->segmentation matrix."""
@@ -73,42 +79,50 @@ class ResultImporter:
         return ijk_to_segmentation_matrix(volume, node)
 
     def load(self, files):
-        """Read labels/score (checking their grid), then create the score overlay and the segments."""
+        """Read the result files (checking their grid), then create the overlays and the segments."""
         to_segmentation = self.check()
         geometry = ijk_to_ras_geometry(self.volume)
         shape = slicer.util.arrayFromVolume(self.volume).shape
         labels = read_result_array(files["labels"], geometry, shape)
         score = read_result_array(files["score"], geometry, shape).astype(np.float32)
+        counterfactual = {name: read_result_array(files[name], geometry, shape) for name in OPTIONAL_OUTPUT_NAMES
+                          if name in files}  # healthy, residual: written by a pseudo-healthy run
         request = self.request
         session = ResultSession(request.mode, request.prompt, score, labels, geometry,
                                 request.params.selection_threshold, not request.binary, request.min_volume_mm3,
-                                self.presets)
+                                self.presets, refined=request.pseudo_healthy is not None)
         self._undo = slicer.vtkSegmentation()
         self._undo.DeepCopy(self.segmentation_node.GetSegmentation())
         nodes_before = scene_node_ids()
         had_reference = bool(self.segmentation_node.GetNodeReferenceID(REFERENCE_ROLE))
         try:
-            self._add_to_scene(session, score, to_segmentation)
+            self._add_to_scene(session, score, counterfactual, to_segmentation)
         except BaseException:
             self.undo()
             if not had_reference and self.segmentation_node.GetScene():
                 self.segmentation_node.RemoveNodeReferenceIDs(REFERENCE_ROLE)
             for node_id in reversed([i for i in scene_node_ids() if i not in nodes_before]):
                 slicer.mrmlScene.RemoveNode(slicer.mrmlScene.GetNodeByID(node_id))
-            self.score_node = None
+            self.score_node, self.overlays = None, {}
             raise
         return self
 
-    def _add_to_scene(self, session, score, to_segmentation):
+    def _add_to_scene(self, session, score, counterfactual, to_segmentation):
         volume, node = self.volume, self.segmentation_node
         slicer.mrmlScene.SaveStateForUndo()
-        self.score_node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", f"{volume.GetName()} score")
-        self.score_node.CopyOrientation(volume)  # same IJKToRAS: the score is on the input's grid
-        slicer.util.updateVolumeFromArray(self.score_node, score)
-        self.score_node.SetAndObserveTransformNodeID(volume.GetTransformNodeID())
+        self.score_node = self._volume_on_input_grid("score", score)
+        self.overlays = {SCORE: self.score_node}
+        if "residual" in counterfactual:
+            self.overlays[RESIDUAL] = self._volume_on_input_grid("residual", counterfactual["residual"].astype(np.float32))
+        for overlay in self.overlays.values():  # score and residual: maps in 0..1
+            style_as_map(overlay)
+        if "healthy" in counterfactual:
+            self.overlays[HEALTHY] = self._volume_on_input_grid("pseudo-healthy", counterfactual["healthy"])
+            self.overlays[HEALTHY].SetNodeReferenceID(HEALTHY_OF_ROLE, volume.GetID())
+            style_like(self.overlays[HEALTHY], volume)
         hierarchy = slicer.mrmlScene.GetSubjectHierarchyNode()
         study = hierarchy.GetItemParent(hierarchy.GetItemByDataNode(volume))
-        moved = [self.score_node]
+        moved = list(self.overlays.values())
         if node.GetSegmentation().GetNumberOfSegments() == 0:  # a new segmentation: nothing to convert or keep
             node.GetSegmentation().SetSourceRepresentationName(BINARY_LABELMAP)
             moved.append(node)
@@ -119,7 +133,16 @@ class ResultImporter:
         node.CreateDefaultDisplayNodes()
         self.session, self._to_segmentation = session, to_segmentation
         self.apply(session.view(existing_names=self.other_segment_names()))
-        self.show_score(True)
+        self.show_overlay(default_overlay(self.overlays), DEFAULT_OPACITY)
+
+    def _volume_on_input_grid(self, suffix, array):
+        """'<input> <suffix>': ``array`` (numpy k, j, i) on the input's IJKToRAS, under the input's transform."""
+        result = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", f"{self.volume.GetName()} {suffix}")
+        result.CopyOrientation(self.volume)
+        slicer.util.updateVolumeFromArray(result, array)
+        result.SetAndObserveTransformNodeID(self.volume.GetTransformNodeID())
+        result.CreateDefaultDisplayNodes()
+        return result
 
     def other_segment_names(self):
         segmentation = self.segmentation_node.GetSegmentation()
@@ -155,18 +178,13 @@ class ResultImporter:
             self.segmentation_node.GetSegmentation().DeepCopy(self._undo)
         self._undo, self.session, self.view, self.segment_ids = None, None, None, []
 
-    def show_score(self, show):
-        if not self.score_node or not self.score_node.GetScene():
-            return
-        self.score_node.CreateDefaultDisplayNodes()
-        display = self.score_node.GetDisplayNode()
-        colors = slicer.mrmlScene.GetFirstNodeByName("Inferno") or slicer.mrmlScene.GetNodeByID("vtkMRMLColorTableNodeRainbow")
-        display.SetAndObserveColorNodeID(colors.GetID())
-        display.AutoWindowLevelOff()
-        display.SetWindowLevelMinMax(0.0, 1.0)
-        display.SetThreshold(0.01, 1.0)  # zero score transparent: the overlay only tints candidate voxels
-        display.ApplyThresholdOn()
-        slicer.util.setSliceViewerLayers(foreground=self.score_node if show else None, foregroundOpacity=SCORE_OPACITY)
+    def show_overlay(self, name, opacity=DEFAULT_OPACITY):
+        """Slice views: the input as background, overlay ``name`` (or none) as foreground at ``opacity`` (0..1)."""
+        node = self.overlays.get(name)
+        if self.volume.GetScene() is not None:
+            slicer.util.setSliceViewerLayers(background=self.volume)
+        slicer.util.setSliceViewerLayers(foreground=node if node is not None and node.GetScene() else None,
+                                         foregroundOpacity=min(max(float(opacity), 0.0), 1.0))
 
     def centre_on_lesion(self, row):
         if not self.view or row >= len(self.view.lesions):
@@ -187,3 +205,25 @@ class ResultImporter:
         set_source(self.volume)
         if self.segment_ids:
             editor.setCurrentSegmentID(self.segment_ids[0])
+
+
+def style_as_map(node):
+    """A 0..1 map as a colour overlay whose zeros are transparent: it only tints the voxels it marks."""
+    display = node.GetDisplayNode()
+    colors = slicer.mrmlScene.GetFirstNodeByName("Inferno") or slicer.mrmlScene.GetNodeByID("vtkMRMLColorTableNodeRainbow")
+    display.SetAndObserveColorNodeID(colors.GetID())
+    display.AutoWindowLevelOff()
+    display.SetWindowLevelMinMax(0.0, 1.0)
+    display.SetThreshold(0.01, 1.0)
+    display.ApplyThresholdOn()
+
+
+def style_like(node, source):
+    """``node`` shown with ``source``'s window/level, colours and interpolation, so fading compares like with like."""
+    display, shown = node.GetDisplayNode(), source.GetDisplayNode()
+    if shown is None:
+        return
+    display.AutoWindowLevelOff()
+    display.SetWindowLevel(shown.GetWindow(), shown.GetLevel())
+    display.SetAndObserveColorNodeID(shown.GetColorNodeID())
+    display.SetInterpolate(shown.GetInterpolate())

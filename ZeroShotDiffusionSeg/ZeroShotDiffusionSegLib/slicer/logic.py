@@ -65,8 +65,8 @@ class ZeroShotDiffusionSegLogic(ScriptedLoadableModuleLogic):
             mode=panel.option_value(panel.MODES, p.mode), prompt=p.prompt, seeds_ras=seeds, roi_bounds_ras=bounds,
             kl_threshold=p.klThreshold, timestep=p.timestep, selection_threshold=p.selectionThreshold,
             axis=panel.option_value(panel.AXES, p.sliceAxis), batch_size=p.batchSize, min_volume_mm3=p.minVolume,
-            per_lesion=p.perLesion, device=panel.option_value(panel.DEVICES, p.device), model=p.model,
-            server_url=p.serverUrl, server_token=token)
+            per_lesion=p.perLesion, pseudo_healthy=p.pseudoHealthy, device=panel.option_value(panel.DEVICES, p.device),
+            model=p.model, server_url=p.serverUrl, server_token=token)
 
     def setupEngine(self, settings, requirementsPath):
         """First-use setup (order and consent rules: setup_state); True when the engine can run."""
@@ -172,16 +172,18 @@ class ZeroShotDiffusionSegLogic(ScriptedLoadableModuleLogic):
         return self.result
 
     def cacheNote(self, files):
-        """'re-scored from cache in 0.4 s' when the engine answered from its query cache (provenance), else None."""
+        """'re-scored from cache in 0.4 s' when the engine answered from its query cache (provenance), else None.
+        A pseudo-healthy run repaints on every re-prompt: the note says so, its seconds include the repaint."""
         try:
             with open(files["provenance"], encoding="utf-8") as handle:
                 runtime = json.load(handle)["runtime"]
             if runtime.get("query_cache") != "memory hit":
                 return None
             seconds = sum(v for stage, v in runtime["timings_s"].items() if stage != "segment_per_slice")
+            repainted = " and repainted" if "pseudo_healthy" in runtime["timings_s"] else ""
         except (KeyError, TypeError, OSError, ValueError, AttributeError):
             return None
-        return f"re-scored from cache in {seconds:.1f} s"
+        return f"re-scored from cache{repainted} in {seconds:.1f} s"
 
     def cancel(self):
         if self.runner:

@@ -9,8 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import List, Optional, Sequence, Tuple
 
+from ..engine.healthy_params import PseudoHealthyParams
 from ..engine.types import SegmentationParams
 from ..errors import UserError
+from ..volume import healthy
 from ..volume.request import VolumeRequest
 from ..worker import DEFAULT_MODEL  # noqa: F401  (the panel's default model is the worker's)
 from .terminology import normalize_prompt
@@ -34,6 +36,7 @@ class PanelSettings:
     batch_size: int = 0  # 0: chosen from free memory
     min_volume_mm3: float = 0.0
     per_lesion: bool = True
+    pseudo_healthy: bool = False  # repaint each candidate toward the normal prompt and refine it from the residual
     device: str = "auto"
     model: str = DEFAULT_MODEL
     server_url: str = ""  # empty: the local worker
@@ -75,7 +78,7 @@ def build_request(settings: PanelSettings) -> VolumeRequest:
         raise UserError("Place at least one seed point on the tumour (Seed points list).")
     params = SegmentationParams(kl_threshold=float(settings.kl_threshold), timestep=int(settings.timestep),
                                 selection_threshold=float(settings.selection_threshold))
-    return VolumeRequest(
+    request = VolumeRequest(
         prompt=prompt,
         mode=mode,
         seeds=[tuple(float(c) for c in point) for point in settings.seeds_ras] if mode == "seed" else [],
@@ -86,7 +89,14 @@ def build_request(settings: PanelSettings) -> VolumeRequest:
         min_volume_mm3=float(settings.min_volume_mm3),
         binary=not settings.per_lesion and mode != "unsupervised",  # merging all regions into one means nothing
         params=params,
+        pseudo_healthy=PseudoHealthyParams() if settings.pseudo_healthy else None,
     )
+    try:
+        healthy.check_request(request, mode)  # the engine's own rule, found before anything is exported
+    except UserError as error:
+        raise UserError(f"Choose Text prompt or Seed points, or untick 'Refine with pseudo-healthy counterfactual' "
+                        f"(Advanced): {error}") from None
+    return request
 
 
 def runner_key(settings: PanelSettings) -> tuple:

@@ -2,7 +2,13 @@
 
 ``ResultSession`` holds the score map and labels read once after the run; ``view(t)``
 gives what the segmentation should contain at slider value ``t``. Only prompt mode has a
-live threshold: seed and unsupervised results are shown as the engine wrote them.
+live threshold: seed and unsupervised results, and results refined by the pseudo-healthy
+counterfactual (re-thresholding the score would discard the refinement), are shown as the
+engine wrote them.
+
+The overlays a result offers over the input in the slice views, in the order of the panel's list:
+the score map, and after a pseudo-healthy run the residual and the pseudo-healthy volume (faded
+over the input by the opacity).
 """
 
 from __future__ import annotations
@@ -17,6 +23,23 @@ from .terminology import PromptPreset, base_segment_name, segment_color, segment
 from .threshold import lesion_rows, threshold_to_labels
 
 TABLE_HEADERS = ["Segment", "Volume (ml)", "Longest axial diameter (mm)", "Mean score"]
+SCORE, RESIDUAL, HEALTHY, NO_OVERLAY = "Score", "Residual", "Pseudo-healthy (fade)", "None"
+OVERLAYS = (SCORE, RESIDUAL, HEALTHY, NO_OVERLAY)
+DEFAULT_OPACITY = 0.4
+REFINED_NOTE = ("The threshold slider is off for this result: its segments are the pseudo-healthy refinement, "
+                "which re-thresholding the score would discard. Run again without the checkbox to use the slider.")
+
+
+def overlay_choices(available: Iterable[str]) -> List[str]:
+    """The overlays to list for a result holding the ``available`` ones, in panel order; "None" always."""
+    present = set(available)
+    return [name for name in OVERLAYS if name in present or name == NO_OVERLAY]
+
+
+def default_overlay(available: Iterable[str]) -> str:
+    """What a result shows first: the residual after a pseudo-healthy run, else the score, else nothing."""
+    present = set(available)
+    return next((name for name in (RESIDUAL, SCORE) if name in present), NO_OVERLAY)
 
 
 @dataclass
@@ -45,11 +68,17 @@ class ResultSession:
     per_lesion: bool = True
     min_volume_mm3: float = 0.0
     presets: Sequence[PromptPreset] = ()
+    refined: bool = False  # labels are the pseudo-healthy refinement of the score's selection
 
     @property
     def live(self) -> bool:
-        """Whether the threshold slider changes the result (prompt mode only)."""
-        return self.mode == "prompt"
+        """Whether the threshold slider changes the result (prompt mode, not refined)."""
+        return self.mode == "prompt" and not self.refined
+
+    @property
+    def threshold_note(self) -> Optional[str]:
+        """Why the slider is off although the result is a prompt one; None otherwise."""
+        return REFINED_NOTE if self.mode == "prompt" and self.refined else None
 
     @property
     def voxel_volume_mm3(self) -> float:

@@ -13,7 +13,7 @@ import slicer
 
 from . import panel, setup_state
 from .messages import explain, no_gpu_message, worker_crash_message
-from .results import TABLE_HEADERS, table_cells
+from .results import DEFAULT_OPACITY, TABLE_HEADERS, default_overlay, overlay_choices, table_cells
 
 
 class RunView:
@@ -32,6 +32,15 @@ class RunView:
         self.ui.presetComboBox.addItems(["Presets..."] + [p.label for p in presets])
         self.ui.lesionTable.setColumnCount(len(TABLE_HEADERS))
         self.ui.lesionTable.setHorizontalHeaderLabels(TABLE_HEADERS)
+
+    def connectResultWidgets(self):
+        """The Results section's signals: threshold, overlay and its opacity, lesion table, editor, undo."""
+        self.ui.thresholdSlider.valueChanged.connect(self.onThresholdChanged)
+        self.ui.overlayComboBox.connect("currentIndexChanged(int)", self.onOverlayChanged)  # not the QString overload
+        self.ui.overlayOpacitySlider.valueChanged.connect(self.onOverlayChanged)
+        self.ui.lesionTable.cellClicked.connect(self.onLesionClicked)
+        self.ui.refineButton.clicked.connect(self.onRefine)
+        self.ui.undoButton.clicked.connect(self.onUndo)
 
     def onPresetChosen(self, index):
         if index > 0:
@@ -87,6 +96,8 @@ class RunView:
                 for line in event.messages:
                     self.log(line)
                 self.logic.loadResult(event.files)
+                if self.logic.result and self.logic.result.session.threshold_note:
+                    self.log(self.logic.result.session.threshold_note)  # once per result: the slider is off
                 note = self.logic.cacheNote(event.files)
                 if note:
                     self.log(note)
@@ -116,6 +127,21 @@ class RunView:
                 self.ui.lesionTable.setItem(row, column, qt.QTableWidgetItem(text))
         for button in (self.ui.refineButton, self.ui.undoButton):
             button.enabled = view is not None
+        if resetSlider or not result:
+            self.listOverlays(result)
+
+    def listOverlays(self, result):
+        """The overlay list of ``result`` with the overlay it shows first chosen, at the default opacity."""
+        available = result.overlays if result else {}
+        combo, slider = self.ui.overlayComboBox, self.ui.overlayOpacitySlider
+        blocked = combo.blockSignals(True), slider.blockSignals(True)  # the importer already shows the default
+        combo.clear()
+        combo.addItems(overlay_choices(available))
+        combo.setCurrentIndex(combo.findText(default_overlay(available)))
+        slider.value = DEFAULT_OPACITY
+        combo.blockSignals(blocked[0])
+        slider.blockSignals(blocked[1])
+        combo.enabled = slider.enabled = bool(result)
 
     def forgetResult(self):
         """After the scene was closed: the result's nodes are gone."""
@@ -127,9 +153,9 @@ class RunView:
             self.logic.result.apply_threshold(value)
             self.updateResults()
 
-    def onShowScore(self, show):
+    def onOverlayChanged(self, *_):
         if self.logic.result:
-            self.logic.result.show_score(show)
+            self.logic.result.show_overlay(self.ui.overlayComboBox.currentText, self.ui.overlayOpacitySlider.value)
 
     def onLesionClicked(self, row, column=0):
         if self.logic.result:
