@@ -130,7 +130,7 @@ class ZeroShotDiffusionSegWidget(ScriptedLoadableModuleWidget, VTKObservationMix
             if not self.logic.setupEngine(settings, self.resourcePath("requirements.txt")):
                 return
             self.ui.progressBar.value = 0
-            self.logic.start(self._parameterNode, settings, self.view.presets)
+            self.logic.start(self._parameterNode, settings)
             self.view.log(f"Started: {settings.mode}, engine {self.logic.runner.describe()}")
             self.view.setRunning(True)
 

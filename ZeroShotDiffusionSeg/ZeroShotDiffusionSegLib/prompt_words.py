@@ -1,13 +1,17 @@
-"""What a prompt's words imply: the organ it names (which picks the CT window) and its normal counterpart.
+"""What a prompt's words imply: the organ it names, and from the organ its CT window, its normal
+counterpart and its DICOM anatomic region.
 
-The organ table is Resources/Presets/ct_windows.json: a preset is chosen when one of its keywords
-appears as a word in the prompt (the earliest one wins), else its "default". The same match gives
-the normal prompt that anomaly-aware scoring contrasts the prompt with (engine/anomaly.py):
+The organ table is Resources/Presets/organs.json, the one place prompt words are matched: an organ is
+chosen when one of its keywords appears as a word in the prompt (the earliest one wins). A prompt that
+names no organ gets the table's "default" window and normal prompt, and no anatomic region. Presets of
+the Slicer panel (prompts.json) are plain prompts and follow the same rule.
+
+The normal prompt that anomaly-aware scoring (engine/anomaly.py) and the pseudo-healthy repaint contrast
+the prompt with:
 
 1. ``--normal-prompt TEXT`` wins; ``--normal-prompt none`` turns the contrast off (plain prompt score).
-2. A prompt that is a preset of Resources/Presets/prompts.json takes that preset's ``normal``.
-3. Free text takes the ``normal_prompt`` of the organ preset its words name ("hypodense liver lesion"
-   -> "healthy liver"); a prompt that names no organ is contrasted with "healthy tissue".
+2. Otherwise the ``normal_prompt`` of the organ the prompt names ("hypodense liver lesion" -> "healthy
+   liver"); a prompt that names no organ is contrasted with "healthy tissue".
 """
 
 from __future__ import annotations
@@ -21,28 +25,46 @@ from .errors import UserError
 from .resources import resource_path
 
 NORMAL_PROMPT_OFF = "none"
+Code = Tuple[str, str, str]  # (coding scheme, code value, code meaning)
 
 
 @functools.lru_cache(maxsize=1)
-def ct_window_presets() -> dict:
-    with open(resource_path("Presets", "ct_windows.json"), encoding="utf-8") as handle:
+def organ_table() -> dict:
+    with open(resource_path("Presets", "organs.json"), encoding="utf-8") as handle:
         return json.load(handle)
 
 
-@functools.lru_cache(maxsize=1)
-def prompt_presets() -> list:
-    with open(resource_path("Presets", "prompts.json"), encoding="utf-8") as handle:
-        return json.load(handle)["presets"]
-
-
-def organ_preset(prompt: Optional[str]) -> Tuple[str, Optional[str]]:
-    """(CT window preset name, the prompt word that chose it, or None when the default was taken)."""
-    presets = ct_window_presets()
+def named_organ(prompt: Optional[str]) -> Tuple[Optional[str], Optional[str]]:
+    """(organ, the prompt word that names it), or (None, None) when the prompt names no organ."""
+    organs = organ_table()["organs"]
     for word in re.findall(r"[a-z0-9]+", (prompt or "").lower()):
-        for name, preset in presets["presets"].items():
-            if word in preset["keywords"]:
+        for name, organ in organs.items():
+            if word in organ["keywords"]:
                 return name, word
-    return presets["default"], None
+    return None, None
+
+
+def window_presets() -> dict:
+    """Name -> organ entry, for the organs that have a standard CT window (the default has one)."""
+    return {name: organ for name, organ in organ_table()["organs"].items() if "width" in organ}
+
+
+def window_preset_for(prompt: Optional[str]) -> Tuple[str, str]:
+    """(window preset name, why it was chosen) for a prompt."""
+    name, word = named_organ(prompt)
+    default = organ_table()["default"]
+    if name is None:
+        return default, "no organ word in the prompt" if prompt else "no prompt"
+    if name not in window_presets():
+        return default, f"prompt word '{word}' names the {name}, which has no standard CT window"
+    return name, f"prompt word '{word}'"
+
+
+def anatomic_region(prompt: Optional[str]) -> Optional[Code]:
+    """The DICOM anatomic region (SNOMED CT) of the organ the prompt names; None when it names none."""
+    name, _ = named_organ(prompt)
+    region = organ_table()["organs"][name]["region"] if name else None
+    return tuple(region) if region else None  # type: ignore[return-value]
 
 
 def _plain(text: str) -> str:
@@ -54,12 +76,9 @@ def normal_prompt_for(prompt: str, override: Optional[str] = None) -> Optional[s
     if override is not None:
         check_normal_prompt(prompt, override)
         return None if _plain(override).lower() == NORMAL_PROMPT_OFF else _plain(override)
-    text = _plain(prompt).lower()
-    for preset in prompt_presets():
-        if preset["prompt"].lower() == text:
-            return preset["normal"]
-    name, _ = organ_preset(prompt)
-    return ct_window_presets()["presets"][name]["normal_prompt"]
+    name, _ = named_organ(prompt)
+    table = organ_table()
+    return table["organs"][name or table["default"]]["normal_prompt"]
 
 
 def check_normal_prompt(prompt: Optional[str], normal_prompt: str) -> None:

@@ -20,7 +20,7 @@ def resources_dir() -> Path:
 
 
 def resource_path(*parts: str) -> Path:
-    """A file under Resources, e.g. ``resource_path("Presets", "ct_windows.json")``; a clear error if it is missing."""
+    """A file under Resources, e.g. ``resource_path("Presets", "organs.json")``; a clear error if it is missing."""
     path = resources_dir().joinpath(*parts)
     if not path.exists():
         raise UserError(

@@ -16,9 +16,7 @@ import slicer
 import vtk
 from slicer.ScriptedLoadableModule import ScriptedLoadableModuleTest
 
-from ZeroShotDiffusionSegLib.resources import resource_path
 from ZeroShotDiffusionSegLib.runners.base import JobHandle, Runner, RunnerEvent
-from ZeroShotDiffusionSegLib.slicer.terminology import load_presets
 
 SHAPE = (24, 64, 56)  # numpy (k, j, i)
 LESION_1 = (slice(6, 14), slice(10, 40), slice(12, 42))  # numpy (k, j, i), score 0.9
@@ -100,8 +98,7 @@ class ZeroShotDiffusionSegModuleTest(ScriptedLoadableModuleTest):
 
     def runToDone(self, logic, parameters):
         settings = logic.settingsFrom(parameters)
-        presets = load_presets(resource_path("Presets", "prompts.json"))
-        logic.start(parameters, settings, presets)
+        logic.start(parameters, settings)
         events = logic.poll()
         self.assertEqual([e.kind for e in events], ["progress", "done"])
         logic.loadResult(events[-1].files)

@@ -70,8 +70,8 @@ def test_wrong_inputs_are_refused_before_the_runner_starts(logic):
     assert logic.stub.requests == [] and logic.getParameterNode().outputSegmentation is None
 
 
-def _run_to_result(logic, parameters, presets=()):
-    job_id = logic.start(parameters, logic.settingsFrom(parameters), presets)
+def _run_to_result(logic, parameters):
+    job_id = logic.start(parameters, logic.settingsFrom(parameters))
     events = logic.poll() + logic.poll()
     done = [event for event in events if event.kind == "done"]
     assert done and done[0].job_id == job_id
@@ -80,27 +80,23 @@ def _run_to_result(logic, parameters, presets=()):
 
 
 def test_a_new_prompt_on_the_same_volume_is_rescored_from_the_cache(logic):
-    from ZeroShotDiffusionSegLib.slicer.terminology import PromptPreset
-
-    liver = PromptPreset("Liver tumor", "liver tumor", normal="healthy liver")
     parameters = logic.getParameterNode()
     parameters.inputVolume, parameters.prompt = oblique_volume(), "brain tumor"
-    first_job, first_files = _run_to_result(logic, parameters, [liver])
+    first_job, first_files = _run_to_result(logic, parameters)
     assert logic.cacheNote(first_files) is None and logic.stub.rescored == []
-    exported = logic.stub.requests[0]
-    assert exported.normal_prompt is None  # no preset names "brain tumor": the engine derives it
+    assert logic.stub.requests[0].normal_prompt is None  # none typed: the engine derives it from the prompt's organ
 
     parameters.prompt = "liver tumor"  # only the prompt changed: no export, no new run
-    second_job, files = _run_to_result(logic, parameters, [liver])
+    second_job, files = _run_to_result(logic, parameters)
     assert len(logic.stub.requests) == 1 and len(logic.stub.rescored) == 1
     previous, request = logic.stub.rescored[0]
     assert previous == first_job and second_job != first_job
-    assert (request.prompt, request.normal_prompt) == ("liver tumor", "healthy liver")
+    assert (request.prompt, request.normal_prompt) == ("liver tumor", None)
     assert logic.cacheNote(files) == "re-scored from cache in 0.3 s"
     assert len(logic.result.view.lesions) == 2  # the re-scored result is in the scene like a run's
 
     parameters.klThreshold = 0.9  # a setting of the pass changed: a full run again
-    _run_to_result(logic, parameters, [liver])
+    _run_to_result(logic, parameters)
     assert len(logic.stub.requests) == 2 and len(logic.stub.rescored) == 1
 
     parameters.prompt = "kidney tumor"

@@ -9,8 +9,6 @@ import pytest
 import slicer
 import vtk
 from ZeroShotDiffusionSegLib.errors import UserError
-from ZeroShotDiffusionSegLib.resources import resource_path
-from ZeroShotDiffusionSegLib.slicer.terminology import load_presets
 
 from scene_builders import (ANATOMY, LESION_1, SHAPE, expected_labels, labelmap_on_volume_voxels, linear_transform,
                             oblique_volume, segment_in_volume_grid, world_voxel_centres, world_voxels)
@@ -26,7 +24,7 @@ def new_logic(runner):
 def start(logic, volume, segmentation=None, prompt="liver tumor"):
     parameters = logic.getParameterNode()
     parameters.inputVolume, parameters.prompt, parameters.outputSegmentation = volume, prompt, segmentation
-    logic.start(parameters, logic.settingsFrom(parameters), load_presets(resource_path("Presets", "prompts.json")))
+    logic.start(parameters, logic.settingsFrom(parameters))
     return parameters
 
 

@@ -25,4 +25,4 @@ def test_resources_are_found_from_the_source_tree():
     from ZeroShotDiffusionSegLib.resources import resource_path, resources_dir
 
     assert resources_dir() == ROOT / "ZeroShotDiffusionSeg" / "Resources"
-    assert resource_path("Presets", "ct_windows.json").is_file()
+    assert resource_path("Presets", "organs.json").is_file()

@@ -10,7 +10,7 @@ from test_volume_fixtures import sphere_volume, write
 from ZeroShotDiffusionSegLib import segment_command
 from ZeroShotDiffusionSegLib.engine.prompt_maps import SliceState
 from ZeroShotDiffusionSegLib.errors import UserError
-from ZeroShotDiffusionSegLib.prompt_words import normal_prompt_for, prompt_presets
+from ZeroShotDiffusionSegLib.prompt_words import normal_prompt_for
 from ZeroShotDiffusionSegLib.volume import VolumeRequest, run_volume
 from ZeroShotDiffusionSegLib.volume.cli import query_cache_from_args
 from ZeroShotDiffusionSegLib.volume.query_cache import QueryCache, cache_key
@@ -19,9 +19,9 @@ COMPARED = ("labels.nrrd", "score.nrrd", "lesions.csv")
 
 
 def test_normal_prompt_from_preset_organ_word_override_or_off():
-    assert all(preset["normal"].startswith("healthy ") for preset in prompt_presets())
     assert normal_prompt_for("liver tumor") == "healthy liver"
-    assert normal_prompt_for("skin lesion") == "healthy skin"  # a preset without a CT window
+    assert normal_prompt_for("skin lesion") == "healthy skin"  # an organ without a CT window
+    assert normal_prompt_for("breast mass") == "healthy breast"
     assert normal_prompt_for("hypodense hepatic lesion") == "healthy liver"  # organ words, as for the CT window
     assert normal_prompt_for("renal mass") == "healthy kidney"
     assert normal_prompt_for("metastasis") == "healthy tissue"

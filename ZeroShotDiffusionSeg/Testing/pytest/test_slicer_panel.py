@@ -100,7 +100,7 @@ def test_live_threshold_view_names_colours_and_table():
     assert [s.name for s in view.segments] == ["liver tumor 1", "liver tumor 2"]
     assert [s.label for s in view.segments] == [1, 2] and view.segments[0].color != view.segments[1].color
     assert view.segments[0].terminology.split("~")[2] == "^".join(NEOPLASM)
-    assert view.segments[0].terminology.split("~")[5] == "^^", "no preset list given: no region"
+    assert view.segments[0].terminology.split("~")[5] == "SCT^10200004^Liver"  # the organ the prompt names
     assert (view.labels == 1).sum() == 50 and (view.labels == 2).sum() == 4
     cells = table_cells(view)
     assert len(cells[0]) == len(TABLE_HEADERS) and cells[0][:2] == ["liver tumor 1", "0.10"]

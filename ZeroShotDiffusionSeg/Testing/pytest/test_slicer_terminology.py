@@ -2,8 +2,9 @@
 
 from pathlib import Path
 
+from ZeroShotDiffusionSegLib.prompt_words import anatomic_region
 from ZeroShotDiffusionSegLib.slicer.terminology import (
-    base_segment_name, load_presets, region_for_prompt, segment_color, segment_names, terminology_entry,
+    base_segment_name, load_presets, segment_color, segment_names, terminology_entry,
     terminology_for)
 
 PRESETS_FILE = Path(__file__).resolve().parents[2] / "Resources" / "Presets" / "prompts.json"
@@ -18,24 +19,27 @@ def test_default_entry_is_neoplasm_in_morphologically_altered_structure():
     assert len(terminology_entry().split("~")) == 7
 
 
-def test_presets_cover_the_issue_list_and_carry_regions():
+def test_presets_cover_the_issue_list_and_each_names_an_organ_with_a_region():
     presets = load_presets(PRESETS_FILE)
     prompts = [p.prompt for p in presets]
     for required in ["liver tumor", "kidney tumor", "lung nodule", "pancreatic tumor", "brain tumor", "skin lesion"]:
         assert required in prompts
-    liver = presets[prompts.index("liver tumor")]
-    assert liver.region == ("SCT", "10200004", "Liver") and liver.label == "Liver tumor"
+    assert presets[prompts.index("liver tumor")].label == "Liver tumor"
+    assert all(anatomic_region(prompt) is not None for prompt in prompts), prompts
 
 
 def test_prompt_with_an_organ_gets_its_anatomic_region():
-    presets = load_presets(PRESETS_FILE)
-    assert region_for_prompt("  hypodense   LIVER lesion ", presets) == ("SCT", "10200004", "Liver")
-    assert region_for_prompt("renal mass", presets) == ("SCT", "64033007", "Kidney")
-    assert region_for_prompt("tumor", presets) is None
-    entry = terminology_for("prompt", "lung nodule", presets)
+    assert anatomic_region("  hypodense   LIVER lesion ") == ("SCT", "10200004", "Liver")
+    assert anatomic_region("renal mass") == ("SCT", "64033007", "Kidney")
+    assert anatomic_region("pancreatic tumor") == ("SCT", "15776009", "Pancreas")
+    assert anatomic_region("prostate lesion") == ("SCT", "41216001", "Prostate")
+    assert anatomic_region("tumor") is None and anatomic_region(None) is None
+    assert anatomic_region("lytic bone lesion") is None  # the anatomic list codes named bones only
+    assert anatomic_region("liverish mass") is None  # whole words only
+    entry = terminology_for("prompt", "lung nodule")
     assert entry.split("~")[2] == "SCT^108369006^Neoplasm"
     assert entry.split("~")[5] == "SCT^39607008^Lung"
-    assert terminology_for("seed", None, presets) == NEOPLASM_ENTRY
+    assert terminology_for("seed", None) == NEOPLASM_ENTRY
 
 
 def test_unsupervised_regions_are_not_called_neoplasm():

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from ZeroShotDiffusionSegLib.errors import UserError
+from ZeroShotDiffusionSegLib.prompt_words import organ_table, window_preset_for, window_presets
 from ZeroShotDiffusionSegLib.resources import resource_path, resources_dir
 from ZeroShotDiffusionSegLib.volume import intensity
 
@@ -23,12 +24,14 @@ def mr_like(seed=0):
 
 def test_resources_live_next_to_the_package_and_presets_are_documented():
     assert resources_dir().name == "Resources" and resources_dir().parent.name == "ZeroShotDiffusionSeg"
-    assert resource_path("Presets", "ct_windows.json").is_file()
-    presets = intensity.ct_window_presets()
-    assert presets["default"] in presets["presets"]
-    for name in ("liver", "lung", "kidney", "pancreas", "colon", "brain", "bone", "soft_tissue"):
-        preset = presets["presets"][name]
+    assert resource_path("Presets", "organs.json").is_file()
+    table, windows = organ_table(), window_presets()
+    assert table["default"] in windows
+    assert sorted(windows) == ["bone", "brain", "colon", "kidney", "liver", "lung", "pancreas", "soft_tissue"]
+    for name, preset in windows.items():
         assert preset["width"] > 0 and preset["source"] and preset["reason"], name
+    for name in ("breast", "skin", "prostate"):  # organs without a standard CT window say why
+        assert "width" not in table["organs"][name] and table["organs"][name]["reason"], name
     with pytest.raises(UserError, match="missing resource file"):
         resource_path("Presets", "no_such_file.json")
 
@@ -58,8 +61,17 @@ def test_ct_window_is_chosen_from_the_prompt_words(prompt, preset, width, level)
 
 
 def test_words_are_matched_whole_not_inside_other_words():
-    assert intensity.preset_for_prompt("bronchiolung")[0] == "soft_tissue"
-    assert intensity.preset_for_prompt(None) == ("soft_tissue", "no prompt")
+    assert window_preset_for("bronchiolung")[0] == "soft_tissue"
+    assert window_preset_for(None) == ("soft_tissue", "no prompt")
+
+
+def test_an_organ_without_a_ct_window_takes_the_default_and_says_so():
+    assert window_preset_for("breast mass") == ("soft_tissue", "prompt word 'breast' names the breast, which has no "
+                                                               "standard CT window")
+    choice = intensity.choose_intensity(ct_like(), "breast mass")
+    assert choice.name == "soft_tissue" and (choice.lower, choice.upper) == (-160.0, 240.0)
+    with pytest.raises(UserError, match="one of lung, liver, kidney, pancreas, colon, brain, bone, soft_tissue;"):
+        intensity.parse_window("breast")
 
 
 def test_window_override_as_width_level_or_preset_name():

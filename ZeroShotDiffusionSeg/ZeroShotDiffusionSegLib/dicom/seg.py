@@ -4,7 +4,8 @@ The label volume's k axis is the series' files in GDCM's slice order (the order 
 them in), so frame k of the segmentation references exactly the source instance volume slice k
 came from; highdicom copies the geometry (position, orientation, spacing, Frame of Reference) from
 those instances. Segments carry the terminology the Slicer module gives its segments
-(slicer/terminology.py): Morphologically Altered Structure / Neoplasm, plus the organ the prompt names.
+(slicer/terminology.py): Morphologically Altered Structure / Neoplasm, plus the anatomic region of the organ
+the prompt names (prompt_words.anatomic_region).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 
 from .. import __version__
+from ..prompt_words import anatomic_region
 from ..slicer import terminology
 
 RESEARCH_STATEMENT = "RESEARCH OUTPUT - NOT FOR CLINICAL USE"
@@ -34,14 +36,6 @@ def _fit(text: str, limit: int = 64) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def prompt_region(prompt: Optional[str]) -> Optional[terminology.Code]:
-    from ..resources import resource_path
-
-    if not prompt:
-        return None
-    return terminology.region_for_prompt(prompt, terminology.load_presets(resource_path("Presets", "prompts.json")))
-
-
 def algorithm_identification(model_id: str, prompt: Optional[str], random_weights: bool):
     import highdicom as hd
     from pydicom.sr.codedict import codes
@@ -56,7 +50,7 @@ def algorithm_identification(model_id: str, prompt: Optional[str], random_weight
 def segment_descriptions(labels: Sequence[str], prompt: Optional[str], algorithm) -> list:
     import highdicom as hd
 
-    region = prompt_region(prompt)
+    region = anatomic_region(prompt)
     return [
         hd.seg.SegmentDescription(
             segment_number=number, segment_label=_fit(label),

@@ -65,8 +65,8 @@ def labelmap_layer(labels, matrix):
 class ResultImporter:
     """One finished run in the scene: its segments, score overlay, lesion table and undo state."""
 
-    def __init__(self, volume, segmentation_node, request, presets=()):
-        self.volume, self.segmentation_node, self.request, self.presets = volume, segmentation_node, request, presets
+    def __init__(self, volume, segmentation_node, request):
+        self.volume, self.segmentation_node, self.request = volume, segmentation_node, request
         self.session, self.view, self.segment_ids, self.score_node, self._undo = None, None, [], None, None
         self._to_segmentation, self.overlays = None, {}  # overlay name (results.OVERLAYS) -> its volume node
 
@@ -90,7 +90,7 @@ class ResultImporter:
         request = self.request
         session = ResultSession(request.mode, request.prompt, score, labels, geometry,
                                 request.params.selection_threshold, not request.binary, request.min_volume_mm3,
-                                self.presets, refined=request.pseudo_healthy is not None)
+                                refined=request.pseudo_healthy is not None)
         self._undo = slicer.vtkSegmentation()
         self._undo.DeepCopy(self.segmentation_node.GetSegmentation())
         nodes_before = scene_node_ids()

@@ -3,7 +3,7 @@
 The module file subclasses ``ZeroShotDiffusionSegLogic`` only to wrap its parameter node; scripts and
 tests use it directly. Every method takes the parameter node (or anything with its attribute names),
 so a run can be driven without the panel. Collaborators are injected: ``runnerFactory(settings) ->
-Runner`` (tests pass a stub), ``importerFactory(volume, segmentation, request, presets)`` (the object
+Runner`` (tests pass a stub), ``importerFactory(volume, segmentation, request)`` (the object
 whose ``load(files)`` brings a finished job into the scene). A run is: checks, ``runnerFor``,
 ``exportVolume``, ``submit``; another kind of job can reuse those steps with its own importer.
 
@@ -90,9 +90,9 @@ class ZeroShotDiffusionSegLogic(ScriptedLoadableModuleLogic):
             slicer.util.infoDisplay(setup.message)
         return setup.ready
 
-    def start(self, p, settings, presets=()):
+    def start(self, p, settings):
         """Check the inputs, export the volume and start a segmentation run; returns the job id."""
-        request = withPresetNormal(panel.build_request(settings), presets)
+        request = panel.build_request(settings)
         # The request, not the panel: a point list left selected in prompt mode carries no seeds.
         mrml.check_input_volume(p.inputVolume, bool(request.seeds or request.roi_physical))
         mrml.check_output_segmentation(p.outputSegmentation)
@@ -103,7 +103,7 @@ class ZeroShotDiffusionSegLogic(ScriptedLoadableModuleLogic):
         inputPath = None if rescore else self.exportVolume(p.inputVolume)
         if not p.outputSegmentation:
             p.outputSegmentation = self.newOutputSegmentation(p.inputVolume)
-        importer = self.importerFactory(p.inputVolume, p.outputSegmentation, request, presets)
+        importer = self.importerFactory(p.inputVolume, p.outputSegmentation, request)
         if rescore:
             return self.submitRescore(runner, request, importer)
         return self.submit(runner, inputPath, request, importer)
@@ -201,11 +201,3 @@ class ZeroShotDiffusionSegLogic(ScriptedLoadableModuleLogic):
         self.runner, self.runnerKey = None, None
         self.removeWorkDir()
 
-
-def withPresetNormal(request, presets):
-    """A preset's prompt goes with that preset's normal prompt, unless a normal prompt was given."""
-    if request.prompt and request.normal_prompt is None:
-        for preset in presets:
-            if getattr(preset, "normal", None) and preset.prompt.lower() == request.prompt.lower():
-                return dataclasses.replace(request, normal_prompt=preset.normal)
-    return request

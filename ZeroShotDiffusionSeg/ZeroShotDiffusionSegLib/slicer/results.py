@@ -14,12 +14,12 @@ over the input by the opacity).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, List, Optional, Sequence, Tuple
+from typing import Iterable, List, Optional, Tuple
 
 import numpy as np
 
 from .geometry import Geometry
-from .terminology import PromptPreset, base_segment_name, segment_color, segment_names, terminology_for
+from .terminology import base_segment_name, segment_color, segment_names, terminology_for
 from .threshold import lesion_rows, threshold_to_labels
 
 TABLE_HEADERS = ["Segment", "Volume (ml)", "Longest axial diameter (mm)", "Mean score"]
@@ -67,7 +67,6 @@ class ResultSession:
     threshold: float = 0.5  # the engine's selection threshold
     per_lesion: bool = True
     min_volume_mm3: float = 0.0
-    presets: Sequence[PromptPreset] = ()
     refined: bool = False  # labels are the pseudo-healthy refinement of the score's selection
 
     @property
@@ -93,7 +92,7 @@ class ResultSession:
             count = int(labels.max()) if labels.size else 0
         base = base_segment_name(self.mode, self.prompt)
         names = segment_names(base, count, existing_names)
-        terminology = terminology_for(self.mode, self.prompt, self.presets)
+        terminology = terminology_for(self.mode, self.prompt)
         segments = [SegmentSpec(name, label, segment_color(label - 1), terminology)
                     for label, name in zip(range(1, count + 1), names)]
         rows = [] if self.mode == "unsupervised" else lesion_rows(labels, self.score, self.geometry)

@@ -1,9 +1,8 @@
 """Segment names, colours and DICOM terminology for engine results.
 
 A tumour prompt maps to the DICOM master list type Neoplasm (SCT 108369006) in the
-category Morphologically Altered Structure (SCT 49755003); the anatomic region comes
-from the matching prompt preset (Resources/Presets/prompts.json) when the prompt names
-an organ. The segment is named after the prompt, as the user typed it, so the name
+category Morphologically Altered Structure (SCT 49755003); the anatomic region is the one of
+the organ the prompt names (``prompt_words.anatomic_region``, the organ table), if any. The segment is named after the prompt, as the user typed it, so the name
 says what was asked for and the terminology says what it is.
 """
 
@@ -13,9 +12,9 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, List, Optional, Sequence, Tuple
+from typing import Iterable, List, Optional, Tuple
 
-Code = Tuple[str, str, str]  # (coding scheme, code value, code meaning)
+from ..prompt_words import Code, anatomic_region
 
 CATEGORY_CONTEXT = "Segmentation category and type - DICOM master list"
 REGION_CONTEXT = "Anatomic codes - DICOM master list"
@@ -34,31 +33,13 @@ LESION_COLORS = (
 @dataclass(frozen=True)
 class PromptPreset:
     label: str  # shown in the preset menu
-    prompt: str  # sent to the engine
-    region: Optional[Code] = None
-    keywords: Tuple[str, ...] = ()
-    window: Optional[str] = None  # "WIDTH/LEVEL" suggestion, CT only
-    normal: Optional[str] = None  # the healthy counterpart the prompt is contrasted with (anomaly-aware scoring)
+    prompt: str  # typed into the prompt field; its words imply the rest, as for any prompt (prompt_words)
 
 
 def load_presets(path) -> List[PromptPreset]:
     """Read Resources/Presets/prompts.json."""
     data = json.loads(Path(path).read_text(encoding="utf-8"))
-    presets = []
-    for entry in data["presets"]:
-        region = tuple(entry["region"]) if entry.get("region") else None
-        presets.append(PromptPreset(entry["label"], entry["prompt"], region,  # type: ignore[arg-type]
-                                    tuple(entry.get("keywords", ())), entry.get("window"), entry.get("normal")))
-    return presets
-
-
-def region_for_prompt(prompt: str, presets: Sequence[PromptPreset]) -> Optional[Code]:
-    """The anatomic region of the first preset whose prompt or keyword occurs in the prompt."""
-    text = normalize_prompt(prompt).lower()
-    for preset in presets:
-        if preset.prompt.lower() == text or any(word in text for word in preset.keywords):
-            return preset.region
-    return None
+    return [PromptPreset(entry["label"], entry["prompt"]) for entry in data["presets"]]
 
 
 def _code(code: Optional[Code]) -> str:
@@ -77,12 +58,11 @@ def terminology_entry(segment_type: Code = NEOPLASM,
                      REGION_CONTEXT, _code(region), "^^"])
 
 
-def terminology_for(mode: str, prompt: Optional[str], presets: Sequence[PromptPreset] = ()) -> str:
+def terminology_for(mode: str, prompt: Optional[str]) -> str:
     """Neoplasm (with the prompt's organ) for prompt/seed results; plain Tissue for unsupervised regions."""
     if mode == "unsupervised":
         return terminology_entry(TISSUE, TISSUE)  # type Tissue in category Tissue: the same code
-    region = region_for_prompt(prompt, presets) if prompt else None
-    return terminology_entry(NEOPLASM, MORPHOLOGICALLY_ALTERED_STRUCTURE, region)
+    return terminology_entry(NEOPLASM, MORPHOLOGICALLY_ALTERED_STRUCTURE, anatomic_region(prompt))
 
 
 def normalize_prompt(prompt: Optional[str]) -> str:

@@ -1,7 +1,7 @@
 """Grey values -> the [0, 1] images the engine sees: CT windows chosen from the prompt, percentiles otherwise.
 
 The diffusion model was trained on photographs, so what it "sees" is what a radiologist would see
-on screen: a CT slice through a display window (presets in Resources/Presets/ct_windows.json), or an
+on screen: a CT slice through a display window (the organ table, Resources/Presets/organs.json), or an
 MR slice stretched between the volume's 1st and 99th percentile (algorithms.md section 4.3).
 """
 
@@ -14,7 +14,7 @@ from typing import Optional, Tuple
 import numpy as np
 
 from ..errors import UserError
-from ..prompt_words import ct_window_presets, organ_preset
+from ..prompt_words import window_preset_for, window_presets
 
 # CT in Hounsfield units has air near -1000, and scanners pad outside the field of view with
 # -1024, -2000 or -3024; MR and PET intensities are (nearly) never that negative.
@@ -63,21 +63,13 @@ def looks_like_ct(array: np.ndarray) -> bool:
     return float(np.percentile(_sample(array), 99.5)) <= CT_HIGH_PERCENTILE_AT_MOST
 
 
-def preset_for_prompt(prompt: Optional[str]) -> Tuple[str, str]:
-    """(preset name, why) for a prompt: the preset whose keyword appears earliest in it."""
-    name, word = organ_preset(prompt)
-    if word is not None:
-        return name, f"prompt word '{word}'"
-    return name, "no organ word in the prompt" if prompt else "no prompt"
-
-
 def _window_bounds(width: float, level: float) -> Tuple[float, float]:
     return level - width / 2.0, level + width / 2.0
 
 
 def parse_window(text: str) -> Tuple[str, float, float]:
     """``WIDTH/LEVEL`` (e.g. ``400/40``, ``1500/-600``) or a preset name -> (name, lower, upper)."""
-    presets = ct_window_presets()["presets"]
+    presets = window_presets()
     text = text.strip()
     if text.lower() in presets:
         preset = presets[text.lower()]
@@ -101,8 +93,8 @@ def choose_intensity(array: np.ndarray, prompt: Optional[str] = None, window: Op
             "not Hounsfield units): check the window")
         return IntensityChoice(is_ct, name, lower, upper, reason)
     if is_ct:
-        name, why = preset_for_prompt(prompt)
-        preset = ct_window_presets()["presets"][name]
+        name, why = window_preset_for(prompt)
+        preset = window_presets()[name]
         return IntensityChoice(True, name, *_window_bounds(preset["width"], preset["level"]), f"CT detected, {why}")
     lower, upper = (float(v) for v in np.percentile(_sample(array), PERCENTILES))
     if upper <= lower:  # mostly one value (e.g. background): stretch the full range instead
