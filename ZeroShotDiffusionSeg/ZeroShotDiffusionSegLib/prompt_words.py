@@ -1,17 +1,21 @@
-"""What a prompt's words imply: the organ it names, and from the organ its CT window, its normal
+"""What a prompt's words imply: the organ it is about, and from the organ its CT window, its normal
 counterpart and its DICOM anatomic region.
 
-The organ table is Resources/Presets/organs.json, the one place prompt words are matched: an organ is
-chosen when one of its keywords appears as a word in the prompt (the earliest one wins). A prompt that
-names no organ gets the table's "default" window and normal prompt, and no anatomic region. Presets of
-the Slicer panel (prompts.json) are plain prompts and follow the same rule.
+The organ table is Resources/Presets/organs.json, the one place prompt words are matched. A word matches
+an organ when it is one of the organ's keywords (words that name it) or cues (words that suggest it
+without naming it, e.g. "nodule" -> lung). The prompt's organ is the one of its earliest matching word
+among organs with a CT window, else of its earliest matching word, else none: "breast cancer liver
+metastasis" is about the liver, "breast mass" about the breast. A prompt about no organ gets the table's
+"default" window and normal prompt; the anatomic region is given only when a keyword named the organ (a
+wrong code is worse than none). Presets of the Slicer panel (prompts.json) are plain prompts and follow
+the same rule.
 
 The normal prompt that anomaly-aware scoring (engine/anomaly.py) and the pseudo-healthy repaint contrast
 the prompt with:
 
 1. ``--normal-prompt TEXT`` wins; ``--normal-prompt none`` turns the contrast off (plain prompt score).
-2. Otherwise the ``normal_prompt`` of the organ the prompt names ("hypodense liver lesion" -> "healthy
-   liver"); a prompt that names no organ is contrasted with "healthy tissue".
+2. Otherwise the ``normal_prompt`` of the prompt's organ ("hypodense liver lesion" -> "healthy liver"); a
+   prompt about no organ is contrasted with "healthy tissue".
 """
 
 from __future__ import annotations
@@ -34,14 +38,18 @@ def organ_table() -> dict:
         return json.load(handle)
 
 
-def named_organ(prompt: Optional[str]) -> Tuple[Optional[str], Optional[str]]:
-    """(organ, the prompt word that names it), or (None, None) when the prompt names no organ."""
+def prompt_organ(prompt: Optional[str]) -> Tuple[Optional[str], Optional[str], bool]:
+    """(organ, the prompt word that chose it, whether that word names the organ rather than suggests it) by the
+    rule above; (None, None, False) for a prompt about no organ."""
     organs = organ_table()["organs"]
+    matches = []
     for word in re.findall(r"[a-z0-9]+", (prompt or "").lower()):
         for name, organ in organs.items():
-            if word in organ["keywords"]:
-                return name, word
-    return None, None
+            if word in organ["keywords"] or word in organ.get("cues", ()):
+                matches.append((name, word, word in organ["keywords"]))
+                break
+    with_window = [match for match in matches if "width" in organs[match[0]]]
+    return (with_window or matches or [(None, None, False)])[0]
 
 
 def window_presets() -> dict:
@@ -51,7 +59,7 @@ def window_presets() -> dict:
 
 def window_preset_for(prompt: Optional[str]) -> Tuple[str, str]:
     """(window preset name, why it was chosen) for a prompt."""
-    name, word = named_organ(prompt)
+    name, word, _ = prompt_organ(prompt)
     default = organ_table()["default"]
     if name is None:
         return default, "no organ word in the prompt" if prompt else "no prompt"
@@ -61,9 +69,9 @@ def window_preset_for(prompt: Optional[str]) -> Tuple[str, str]:
 
 
 def anatomic_region(prompt: Optional[str]) -> Optional[Code]:
-    """The DICOM anatomic region (SNOMED CT) of the organ the prompt names; None when it names none."""
-    name, _ = named_organ(prompt)
-    region = organ_table()["organs"][name]["region"] if name else None
+    """The DICOM anatomic region (SNOMED CT) of the organ a prompt word names; None when no keyword names one."""
+    name, _, named = prompt_organ(prompt)
+    region = organ_table()["organs"][name]["region"] if named else None
     return tuple(region) if region else None  # type: ignore[return-value]
 
 
@@ -76,7 +84,7 @@ def normal_prompt_for(prompt: str, override: Optional[str] = None) -> Optional[s
     if override is not None:
         check_normal_prompt(prompt, override)
         return None if _plain(override).lower() == NORMAL_PROMPT_OFF else _plain(override)
-    name, _ = named_organ(prompt)
+    name, _, _ = prompt_organ(prompt)
     table = organ_table()
     return table["organs"][name or table["default"]]["normal_prompt"]
 
