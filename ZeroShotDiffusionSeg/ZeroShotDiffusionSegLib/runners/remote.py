@@ -3,8 +3,8 @@
 Each job runs in a background thread (upload, wait, download: ``run_remote_job``; a re-prompt:
 ``rerun_remote_job`` on the job kept on the server, ``KeptJob``), which puts RunnerEvents on a
 queue; ``poll()`` drains that queue on the caller's thread, so the Slicer main thread never
-waits on the network. ``cancel()`` only sets an Event: the
-thread then stops the upload or download it is in, or cancels the job on the server.
+waits on the network. ``cancel()`` only sets an Event: the thread then stops the upload or
+download it is in, or cancels the job on the server.
 """
 
 from __future__ import annotations
@@ -193,8 +193,8 @@ class KeptJob:
         def delete() -> None:
             try:
                 client = client_factory()
-            except Exception:
-                return
+            except UserError:
+                return  # a URL the runner cannot use has no job to delete
             try:
                 _delete_quietly(client, server_id)
             finally:

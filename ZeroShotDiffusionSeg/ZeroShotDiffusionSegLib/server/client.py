@@ -4,6 +4,11 @@ Slicer module's remote runner. Needs only httpx.
     with ServerClient("https://gpu.example.org", token=read_client_token("~/.zsdseg-token")) as client:
         client.handshake()
         result = run_remote_job(client, "ct.nrrd", "out/", VolumeRequest(prompt="tumor"))
+        # Another prompt on the same volume without a second upload: keep the first job on the server.
+        kept = []
+        run_remote_job(client, "ct.nrrd", "a/", VolumeRequest(prompt="tumor"), keep_on_server=True, on_job=kept.append)
+        rerun_remote_job(client, kept[0], "b/", VolumeRequest(prompt="metastasis"))
+        client.delete(kept[0])
 
 Connection errors are retried with exponential backoff (a request that may already
 have reached the server is retried only when repeating it is harmless); every other
