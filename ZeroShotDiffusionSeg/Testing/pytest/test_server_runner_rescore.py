@@ -175,3 +175,13 @@ def test_a_reprompt_with_random_tiny_is_scored_from_the_servers_cache_and_equals
     runtime = json.loads(open(done.files["provenance"]).read())["runtime"]
     assert (first_runtime["query_cache"], first_runtime["engine_passes"]) == ("stored", 2)
     assert (runtime["query_cache"], runtime["engine_passes"]) == ("memory hit", 0)
+
+
+def test_shutdown_after_the_server_went_away_returns(tmp_path, volume):
+    with start_server(tmp_path) as server:
+        runner = RemoteRunner(server.url, token=TOKENS["alice"], poll_s=0.2)
+        runner._client_factory = lambda: ServerClient(server.url, token=TOKENS["alice"], retries=0)
+        runner.start(str(volume), str(tmp_path / "first"), VolumeRequest(prompt="liver tumor"))
+        finished(runner)
+    runner.shutdown()  # the kept job's DELETE cannot reach the server: nothing raised, the job expires there
+    assert not runner.busy

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import queue
 import threading
-import time
 from typing import Callable, List, Optional
 
 from ..errors import Cancelled, UserError
 from ..progress import ProgressEvent
 from ..volume.request import VolumeRequest
 from .base import JobHandle, Runner, RunnerEvent
+
+
+RELEASE_WAIT_S = 2.0  # a DELETE on a reachable server takes milliseconds
 
 
 class RemoteRunner(Runner):
@@ -127,12 +129,12 @@ class RemoteRunner(Runner):
 
     def shutdown(self, timeout_s: float = 10.0) -> None:
         """Cancels the current job (on the server too) and waits, bounded, for its thread; then deletes the
-        job kept on the server for a re-prompt (bounded too: an unreachable server lets it expire there)."""
+        job kept on the server for a re-prompt, waiting at most ``RELEASE_WAIT_S`` for that (Slicer calls this
+        on its main thread at scene close: a slow or unreachable server lets the job expire there instead)."""
         self.cancel()
-        deadline = time.monotonic() + timeout_s
         if self._thread is not None:
             self._thread.join(timeout_s)
-        self._kept_jobs.release(self._client_factory, max(deadline - time.monotonic(), 1.0))
+        self._kept_jobs.release(self._client_factory, RELEASE_WAIT_S)
         self._thread, self._job, self._cancel = None, None, None
         self._events = queue.Queue()
 
