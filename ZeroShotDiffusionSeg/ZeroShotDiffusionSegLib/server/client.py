@@ -4,6 +4,11 @@ Slicer module's remote runner. Needs only httpx.
     with ServerClient("https://gpu.example.org", token=read_client_token("~/.zsdseg-token")) as client:
         client.handshake()
         result = run_remote_job(client, "ct.nrrd", "out/", VolumeRequest(prompt="tumor"))
+        # Another prompt on the same volume without a second upload: keep the first job on the server.
+        kept = []
+        run_remote_job(client, "ct.nrrd", "a/", VolumeRequest(prompt="tumor"), keep_on_server=True, on_job=kept.append)
+        rerun_remote_job(client, kept[0], "b/", VolumeRequest(prompt="metastasis"))
+        client.delete(kept[0])
 
 Connection errors are retried with exponential backoff (a request that may already
 have reached the server is retried only when repeating it is harmless); every other
@@ -53,6 +58,10 @@ class ServerUnavailable(UserError):
 
 class IncompatibleServer(UserError):
     """The server speaks another major protocol version, or is not a zsdseg server."""
+
+
+class JobNotFound(UserError):
+    """The server has no such job: it expired (result TTL), was deleted, is another token's, or the server restarted."""
 
 
 class ServerClient:
@@ -154,6 +163,13 @@ class ServerClient:
             # Only a refused connection is retried: a repeated upload could queue the job twice.
             return self._json("POST", "/jobs", idempotent=False, expected=(202,), files=files, data=data)
 
+    def reprompt(self, job_id: str, request: VolumeRequest) -> dict:
+        """Queues a new job on the finished job ``job_id``'s volume (``POST /jobs/{id}/prompt``), without an
+        upload; returns the new job's status. JobNotFound when the server no longer holds ``job_id``."""
+        # Like an upload, it creates a job: only a refused connection is retried.
+        return self._json("POST", f"/jobs/{job_id}/prompt", idempotent=False, expected=(202,),
+                          data={"request": request_to_json(request)})
+
     def status(self, job_id: str, wait_s: float = 0.0, since: int = -1) -> dict:
         return self._json("GET", f"/jobs/{job_id}", params={"wait_s": wait_s, "since": since}, timeout=wait_s + 30.0)
 
@@ -249,31 +265,67 @@ def run_remote_job(
     cancel: Optional[threading.Event] = None,
     keep_on_server: bool = False,
     poll_s: float = 1.0,
+    on_job: Optional[Callable[[str], None]] = None,
 ) -> VolumeResult:
     """Upload, wait, download, delete: the remote equivalent of ``run_volume``, writing the same
     files into ``out_dir`` (the four of every run; healthy and residual too when the request has
     ``pseudo_healthy``) and answering the same VolumeResult (timings: upload_s, queued_s, server_s,
-    download_s). Progress stages: ``upload``, the server's, ``download``."""
+    download_s). Progress stages: ``upload``, the server's, ``download``. ``on_job(job_id)`` is
+    called as soon as the server has queued the job."""
     if client.server_info is None:
         client.handshake()
-
-    def bytes_progress(stage: str) -> Optional[ByteProgress]:
-        if progress is None:
-            return None
-        return lambda done, total: progress(ProgressEvent(stage, done / total if total else 0.0, None, f"{done / 1e6:.1f} MB"))
-
     started = time.perf_counter()
-    status = client.submit(volume_path, request, upload_progress=bytes_progress("upload"), cancel=cancel)
+    status = client.submit(volume_path, request, upload_progress=_bytes_progress(progress, "upload"), cancel=cancel)
+    return _finish_job(client, status, started, out_dir, Path(volume_path).name, progress, cancel, keep_on_server,
+                       poll_s, on_job)
+
+
+def rerun_remote_job(
+    client: ServerClient,
+    job_id: str,
+    out_dir,
+    request: VolumeRequest,
+    progress: Optional[ProgressCallback] = None,
+    cancel: Optional[threading.Event] = None,
+    keep_on_server: bool = False,
+    poll_s: float = 1.0,
+    on_job: Optional[Callable[[str], None]] = None,
+) -> VolumeResult:
+    """``run_remote_job`` on the volume the server kept for the finished job ``job_id`` (``POST
+    /jobs/{id}/prompt``): no upload (``upload_s`` is the time of that request), then wait, download,
+    delete the new job as ``run_remote_job`` does. ``job_id`` itself is left as it is. JobNotFound when
+    the server no longer holds it (expired, or the server restarted): upload the volume again."""
+    if client.server_info is None:
+        client.handshake()
+    check_cancel(cancel)
+    started = time.perf_counter()
+    status = client.reprompt(job_id, request)
+    return _finish_job(client, status, started, out_dir, f"job {job_id}'s volume", progress, cancel, keep_on_server,
+                       poll_s, on_job)
+
+
+def _bytes_progress(progress: Optional[ProgressCallback], stage: str) -> Optional[ByteProgress]:
+    if progress is None:
+        return None
+    return lambda done, total: progress(ProgressEvent(stage, done / total if total else 0.0, None, f"{done / 1e6:.1f} MB"))
+
+
+def _finish_job(client: ServerClient, status: dict, started: float, out_dir, volume_name: str,
+                progress: Optional[ProgressCallback], cancel: Optional[threading.Event], keep_on_server: bool,
+                poll_s: float, on_job: Optional[Callable[[str], None]]) -> VolumeResult:
+    """Wait for the queued job of ``status``, download what it lists, delete it (unless ``keep_on_server``)."""
     uploaded = time.perf_counter()
     job_id = status["id"]
     try:
+        if on_job is not None:
+            on_job(job_id)
         status = client.wait(job_id, progress=progress, cancel=cancel, poll_s=poll_s)
         if status["state"] == CANCELLED:
             raise Cancelled("cancelled on the server")
         if status["state"] != DONE:
-            raise UserError(f"the server could not segment {Path(volume_path).name}: {status.get('error') or status['state']}")
+            raise UserError(f"the server could not segment {volume_name}: {status.get('error') or status['state']}")
         finished = time.perf_counter()
-        files = client.download_results(job_id, out_dir, status["results"], bytes_progress("download"), cancel)
+        files = client.download_results(job_id, out_dir, status["results"], _bytes_progress(progress, "download"), cancel)
     finally:
         if not keep_on_server:
             try:
@@ -311,7 +363,7 @@ def _error_for(response: httpx.Response, base_url: str) -> UserError:
     if code == 403:
         return UserError(f"the server at {base_url} refused the token")
     if code == 404:
-        return UserError(f"the server has no such job (expired, deleted, or another token's): {detail}")
+        return JobNotFound(f"the server has no such job (expired, deleted, or another token's): {detail}")
     if code == 426:
         return IncompatibleServer(f"incompatible server: {detail}")
     return UserError(f"the server answered {code}: {detail or response.reason_phrase}")
