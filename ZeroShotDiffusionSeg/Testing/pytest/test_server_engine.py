@@ -112,3 +112,35 @@ def test_a_pseudo_healthy_job_returns_healthy_and_residual_and_a_plain_one_does_
     assert sorted(plain.files) == ["labels", "lesions", "provenance", "score"]
     assert sorted(p.name for p in (tmp_path / "plain").iterdir()) == ["labels.nrrd", "lesions.csv", "provenance.json", "score.nrrd"]
     assert missing.status_code == 404 and missing.json()["detail"] == "the job has no healthy result"
+
+
+def test_clients_of_protocol_1_0_are_not_offered_the_pseudo_healthy_results_and_unknown_names_are_skipped(tmp_path, monkeypatch):
+    """A 1.0 client knows four result names: a 1.1 server lists only those to it (a 1.0 client stops at an unknown
+    name). A client that meets names it does not know (a newer server) downloads the rest and says what it skipped;
+    one that asked for pseudo_healthy and did not get the volumes says why."""
+    import httpx
+
+    from test_volume_fixtures import sphere_volume, write
+    from test_volume_pseudo_healthy import HealthySegmenter, request
+    from ZeroShotDiffusionSegLib.server import client as client_module
+
+    volume = write(sphere_volume(noise_hu=10, air_slices=(0, 11))[0], tmp_path / "sphere.nrrd")
+    with start_server(tmp_path, executors=[build_executor(HealthySegmenter())]) as server, \
+            ServerClient(server.url, token=TOKENS["bob"]) as client:
+        run_remote_job(client, volume, tmp_path / "kept", request(), keep_on_server=True, poll_s=0.2)
+        job_id = client.list_jobs()[0]["id"]
+
+        def listed(version):
+            headers = {"Authorization": f"Bearer {TOKENS['bob']}", **({"X-ZSDSeg-Protocol": version} if version else {})}
+            return httpx.get(f"{server.url}/jobs/{job_id}", headers=headers).json()["results"]
+
+        assert listed("1.0") == ["labels", "lesions", "provenance", "score"]
+        assert listed("1.1") == listed(None) == ["healthy", "labels", "lesions", "provenance", "residual", "score"]
+
+        older = {name: file for name, file in client_module.RESULT_FILES.items() if name != "residual"}
+        monkeypatch.setattr(client_module, "RESULT_FILES", older)  # as a client that does not know "residual"
+        result = run_remote_job(client, volume, tmp_path / "older", request(), poll_s=0.2)
+    assert sorted(result.files) == ["healthy", "labels", "lesions", "provenance", "score"]
+    assert "the server also offers residual, which this client does not know; not downloaded" in result.messages
+    assert any(message.startswith("the server (protocol 1.1) did not return the pseudo-healthy volumes")
+               for message in result.messages)

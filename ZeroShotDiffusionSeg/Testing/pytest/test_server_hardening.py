@@ -129,6 +129,20 @@ def test_an_all_air_upload_is_refused_with_400(tmp_path):
     assert response.json()["detail"] == "no slice inside the ROI holds anything but air or a constant value; nothing to segment"
 
 
+def test_a_pseudo_healthy_request_over_the_servers_step_limit_is_refused_before_it_queues(tmp_path, volume):
+    """A token holder cannot book thousands of UNet passes per slice: steps x strength is capped by the server."""
+    content = volume.read_bytes()
+    heavy = json.dumps({"prompt": "tumor", "pseudo_healthy": {"steps": 1000, "strength": 1.0}})
+    within = json.dumps({"prompt": "tumor", "pseudo_healthy": {"steps": 100, "strength": 0.5}})
+    with start_server(tmp_path, max_healthy_steps=60) as server:
+        refused = post(server.url, "ct.nrrd", content, request=heavy)
+        accepted = post(server.url, "ct.nrrd", content, request=within)
+    assert refused.status_code == 400 and refused.json()["detail"] == (
+        "pseudo_healthy would run 1000 denoising steps per slice (steps x strength); this server runs at most 60 "
+        "(--max-healthy-steps)")
+    assert accepted.status_code == 202, accepted.text
+
+
 MALFORMED = [
     '{"seeds": "1,2,3"}', '{"seeds": [[1, 2]]}', '{"seeds": [["a", 1, 2]]}', '{"seeds": [[1e999, 0, 0]]}',
     '{"prompt": 5}', '{"prompt": ["a"]}', '{"window": 400}', '{"window": "nan/40"}', '{"axis": 2}', '{"axis": null}',

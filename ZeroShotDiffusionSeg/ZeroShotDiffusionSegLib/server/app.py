@@ -28,7 +28,8 @@ from ..errors import UserError
 from . import schemas
 from .auth import PRINCIPAL_SCOPE_KEY, BearerAuthMiddleware, TokenStore
 from .jobs import DONE, Executor, Job, JobManager, QueueFull
-from .protocol import PROTOCOL_HEADER, PROTOCOL_VERSION, RESULT_FILES, is_compatible, request_from_json, upload_extension
+from .protocol import (PROTOCOL_HEADER, PROTOCOL_VERSION, RESULT_FILES, is_compatible, request_from_json, results_known_to,
+                       upload_extension)
 from .reprompt import add_reprompt_route
 from .request_errors import one_line, validation_detail
 from .uploads import validate_upload
@@ -44,6 +45,7 @@ class ServerSettings:
     tokens: Optional[TokenStore] = None  # None: no authentication (the CLI allows it on loopback only)
     max_upload_bytes: int = 512_000_000
     max_voxels: int = 512 * 512 * 2048
+    max_healthy_steps: int = 100  # pseudo-healthy denoising steps per slice a request may ask for
     result_ttl_s: float = 3600.0
     max_queued: int = 64
     work_parent: Optional[Path] = None  # where the private work directory is made; None: the system temp dir
@@ -106,7 +108,11 @@ def create_app(settings: ServerSettings, executors: Sequence[Executor], engine_i
             raise HTTPException(404, "no such job (it may have expired or been deleted)")
         return job
 
-    def status_of(job: Job) -> schemas.JobStatus:
+    def known_results(request: Request) -> tuple:
+        """The result names the calling client knows, from the protocol version it announced."""
+        return results_known_to(request.headers.get(PROTOCOL_HEADER))
+
+    def status_of(job: Job, known: tuple = tuple(RESULT_FILES)) -> schemas.JobStatus:
         return schemas.JobStatus(
             id=job.id,
             state=job.state,
@@ -117,7 +123,7 @@ def create_app(settings: ServerSettings, executors: Sequence[Executor], engine_i
             error=job.error,
             messages=job.messages,
             lesions=job.lesions if job.state == DONE else [],
-            results=sorted(name for name in job.results if name in RESULT_FILES) if job.state == DONE else [],
+            results=sorted(name for name in job.results if name in known) if job.state == DONE else [],
             created_at=job.created_at,
             started_at=job.started_at,
             finished_at=job.finished_at,
@@ -175,7 +181,8 @@ def create_app(settings: ServerSettings, executors: Sequence[Executor], engine_i
         try:
             await run_in_threadpool(_copy_upload, volume.file, input_path)
             async with upload_checks:
-                await run_in_threadpool(validate_upload, input_path, work_dir / "out", volume_request, settings.max_voxels, extension)
+                await run_in_threadpool(validate_upload, input_path, work_dir / "out", volume_request, settings.max_voxels, extension,
+                                         settings.max_healthy_steps)
             job = jobs.submit(job_id, who, work_dir, input_path, volume_request)
         except BaseException:
             shutil.rmtree(work_dir, ignore_errors=True)
@@ -183,21 +190,22 @@ def create_app(settings: ServerSettings, executors: Sequence[Executor], engine_i
         return JSONResponse(status_of(job).model_dump(), status_code=202, headers={"Location": f"/jobs/{job.id}"})
 
     @app.get("/jobs", response_model=list[schemas.JobStatus], responses=errors, summary="This token's jobs")
-    def list_jobs(who: str = Depends(owner)):
-        return [status_of(job) for job in jobs.list_for(who)]
+    def list_jobs(who: str = Depends(owner), known: tuple = Depends(known_results)):
+        return [status_of(job, known) for job in jobs.list_for(who)]
 
     @app.get("/jobs/{job_id}", response_model=schemas.JobStatus, responses=errors, summary="A job's state and progress")
     async def job_status(
         job: Job = Depends(owned_job),
         wait_s: float = Query(0.0, ge=0.0, le=60.0, description="long poll: wait up to this long for a change"),
         since: int = Query(-1, description="the 'version' of the last status seen; the answer comes when it differs"),
+        known: tuple = Depends(known_results),
     ):
         deadline = time.monotonic() + min(wait_s, settings.max_long_poll_s)
         while job.version == since and not job.deleted and time.monotonic() < deadline:
             await asyncio.sleep(LONG_POLL_STEP_S)
         if job.deleted:
             raise HTTPException(404, "no such job (it may have expired or been deleted)")
-        return status_of(job)
+        return status_of(job, known)
 
     @app.get(
         "/jobs/{job_id}/results/{name}",
@@ -224,16 +232,16 @@ def create_app(settings: ServerSettings, executors: Sequence[Executor], engine_i
         return StreamingResponse(_chunks(handle), media_type=MEDIA_TYPES.get(Path(RESULT_FILES[name]).suffix), headers=headers)
 
     @app.post("/jobs/{job_id}/cancel", status_code=202, response_model=schemas.JobStatus, responses=errors, summary="Cancel a job")
-    def cancel_job(job: Job = Depends(owned_job)):
+    def cancel_job(job: Job = Depends(owned_job), known: tuple = Depends(known_results)):
         jobs.cancel(job)
-        return status_of(job)
+        return status_of(job, known)
 
     @app.delete("/jobs/{job_id}", status_code=204, responses=errors, summary="Cancel if needed and remove a job and its files")
     def delete_job(job: Job = Depends(owned_job)):
         jobs.delete(job)
         return Response(status_code=204)
 
-    add_reprompt_route(app, jobs, owned_job, status_of, errors, settings.max_voxels)
+    add_reprompt_route(app, jobs, owned_job, status_of, errors, settings.max_voxels, settings.max_healthy_steps)
     return app
 
 

@@ -25,6 +25,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--dtype", default="auto", choices=["auto", "fp32", "fp16", "bf16"], help="auto: fp16 on GPU, fp32 on CPU")
     parser.add_argument("--max-upload-mb", type=float, default=512.0, help="largest accepted upload in MB (default 512 = 512e6 bytes)")
     parser.add_argument("--max-voxels", type=int, default=512 * 512 * 2048, help="largest accepted volume in voxels (default 512*512*2048)")
+    parser.add_argument("--max-healthy-steps", type=int, default=100,
+                        help="most pseudo-healthy denoising steps per slice (steps x strength) a request may ask for "
+                             "(default 100; the request default runs 10)")
     parser.add_argument("--result-ttl", type=float, default=3600.0, help="seconds a finished job's results are kept (default 3600)")
     parser.add_argument("--workers", type=int, default=1, help="jobs run at once; each worker loads its own copy of the model (default 1)")
     parser.add_argument("--max-queued", type=int, default=64, help="jobs that may wait in the queue (default 64)")
@@ -108,6 +111,7 @@ def run(args) -> int:
         tokens=tokens,
         max_upload_bytes=int(args.max_upload_mb * 1e6),
         max_voxels=args.max_voxels,
+        max_healthy_steps=args.max_healthy_steps,
         result_ttl_s=args.result_ttl,
         max_queued=args.max_queued,
         work_parent=args.work_dir,

@@ -29,6 +29,7 @@ import httpx
 from .. import __version__
 from ..errors import Cancelled, UserError
 from ..progress import ProgressCallback, ProgressEvent, check_cancel
+from ..volume.outputs import OPTIONAL_OUTPUT_NAMES
 from ..volume.request import VolumeRequest, VolumeResult
 from .protocol import (
     PROTOCOL_HEADER,
@@ -276,8 +277,8 @@ def run_remote_job(
         client.handshake()
     started = time.perf_counter()
     status = client.submit(volume_path, request, upload_progress=_bytes_progress(progress, "upload"), cancel=cancel)
-    return _finish_job(client, status, started, out_dir, Path(volume_path).name, progress, cancel, keep_on_server,
-                       poll_s, on_job)
+    return _finish_job(client, status, started, out_dir, Path(volume_path).name, request, progress, cancel,
+                       keep_on_server, poll_s, on_job)
 
 
 def rerun_remote_job(
@@ -300,8 +301,8 @@ def rerun_remote_job(
     check_cancel(cancel)
     started = time.perf_counter()
     status = client.reprompt(job_id, request)
-    return _finish_job(client, status, started, out_dir, f"job {job_id}'s volume", progress, cancel, keep_on_server,
-                       poll_s, on_job)
+    return _finish_job(client, status, started, out_dir, f"job {job_id}'s volume", request, progress, cancel,
+                       keep_on_server, poll_s, on_job)
 
 
 def _bytes_progress(progress: Optional[ProgressCallback], stage: str) -> Optional[ByteProgress]:
@@ -310,10 +311,11 @@ def _bytes_progress(progress: Optional[ProgressCallback], stage: str) -> Optiona
     return lambda done, total: progress(ProgressEvent(stage, done / total if total else 0.0, None, f"{done / 1e6:.1f} MB"))
 
 
-def _finish_job(client: ServerClient, status: dict, started: float, out_dir, volume_name: str,
+def _finish_job(client: ServerClient, status: dict, started: float, out_dir, volume_name: str, request: VolumeRequest,
                 progress: Optional[ProgressCallback], cancel: Optional[threading.Event], keep_on_server: bool,
                 poll_s: float, on_job: Optional[Callable[[str], None]]) -> VolumeResult:
-    """Wait for the queued job of ``status``, download what it lists, delete it (unless ``keep_on_server``)."""
+    """Wait for the queued job of ``status``, download what it lists, delete it (unless ``keep_on_server``).
+    A listed name this client does not know (a newer server's) is skipped, and the messages say so."""
     uploaded = time.perf_counter()
     job_id = status["id"]
     try:
@@ -325,7 +327,8 @@ def _finish_job(client: ServerClient, status: dict, started: float, out_dir, vol
         if status["state"] != DONE:
             raise UserError(f"the server could not segment {volume_name}: {status.get('error') or status['state']}")
         finished = time.perf_counter()
-        files = client.download_results(job_id, out_dir, status["results"], _bytes_progress(progress, "download"), cancel)
+        names = [name for name in status["results"] if name in RESULT_FILES]
+        files = client.download_results(job_id, out_dir, names, _bytes_progress(progress, "download"), cancel)
     finally:
         if not keep_on_server:
             try:
@@ -340,7 +343,21 @@ def _finish_job(client: ServerClient, status: dict, started: float, out_dir, vol
         "total_s": time.perf_counter() - started,
     }
     return VolumeResult(out_dir=Path(out_dir), files=files, lesions=status.get("lesions", []), timings=timings,
-                        messages=list(status.get("messages", [])))
+                        messages=list(status.get("messages", [])) + _result_notes(client, status["results"], files, request))
+
+
+def _result_notes(client: ServerClient, listed, files: dict, request: VolumeRequest) -> list:
+    """What the user should know about results not downloaded: names this client does not know, and
+    pseudo-healthy volumes a server of an older protocol does not return."""
+    notes = []
+    unknown = sorted(set(listed) - set(RESULT_FILES))
+    if unknown:
+        notes.append(f"the server also offers {', '.join(unknown)[:200]}, which this client does not know; not downloaded")
+    if request.pseudo_healthy is not None and not set(OPTIONAL_OUTPUT_NAMES) <= set(files):
+        version = (client.server_info or {}).get("protocol_version", "?")
+        notes.append(f"the server (protocol {version}) did not return the pseudo-healthy volumes (healthy.nrrd, "
+                     "residual.nrrd); the segments are its refined selection")
+    return notes
 
 
 def _event_of(status: dict) -> ProgressEvent:

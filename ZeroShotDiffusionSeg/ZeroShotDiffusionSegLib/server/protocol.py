@@ -8,7 +8,7 @@ remote runner -- needs nothing beyond the library and httpx.
 from __future__ import annotations
 
 import json
-from typing import Optional
+from typing import Optional, Tuple
 
 from ..errors import UserError
 from ..runners.protocol import request_from_dict  # the worker's decoder: one inverse of to_dict()
@@ -35,6 +35,23 @@ RESULT_FILES = ALL_OUTPUT_NAMES
 UPLOAD_EXTENSIONS = (".nii.gz", ".nrrd", ".nii", ".mha")
 # A request is a few hundred characters; this bounds the parsing work a client can ask for.
 MAX_REQUEST_CHARS = 100_000
+
+
+# The minor protocol version that added a result name. A client that announces an older minor version is
+# not offered it: it would not know what to call the file (1.0 clients stop at an unknown name).
+RESULTS_SINCE_MINOR = {"healthy": 1, "residual": 1}
+
+
+def results_known_to(version: Optional[str]) -> Tuple[str, ...]:
+    """The result names a client announcing protocol ``version`` knows; all of them when it announced none
+    (curl, a browser: they read the names as text)."""
+    if not version:
+        return tuple(RESULT_FILES)
+    try:
+        minor = int(str(version).split(".")[1])
+    except (IndexError, ValueError):
+        minor = 0
+    return tuple(name for name in RESULT_FILES if RESULTS_SINCE_MINOR.get(name, 0) <= minor)
 
 
 def protocol_major(version: str) -> int:

@@ -32,7 +32,7 @@ def _link_or_copy(source: Path, destination: Path) -> None:
         shutil.copyfile(source, destination)
 
 
-def add_reprompt_route(app, jobs, owned_job, status_of, errors: dict, max_voxels: int) -> None:
+def add_reprompt_route(app, jobs, owned_job, status_of, errors: dict, max_voxels: int, max_healthy_steps: int) -> None:
     """Register the route on ``app``; ``owned_job`` and ``status_of`` are the app's own helpers."""
 
     @app.post(
@@ -53,7 +53,8 @@ def add_reprompt_route(app, jobs, owned_job, status_of, errors: dict, max_voxels
         input_path = work_dir / job.input_path.name
         try:
             await run_in_threadpool(_link_or_copy, job.input_path, input_path)
-            await run_in_threadpool(validate_upload, input_path, work_dir / "out", volume_request, max_voxels)
+            await run_in_threadpool(validate_upload, input_path, work_dir / "out", volume_request, max_voxels,
+                                     max_healthy_steps=max_healthy_steps)
             new_job = jobs.submit(new_id, job.owner, work_dir, input_path, volume_request)
         except FileNotFoundError:
             shutil.rmtree(work_dir, ignore_errors=True)

@@ -5,6 +5,7 @@ make the server read anything but the upload itself."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 from ..errors import UserError
 from ..volume.headers import NOT_AN_IMAGE, inspect_upload
@@ -17,9 +18,11 @@ BYTES_PER_ACCEPTED_VOXEL = 4
 IMAGE_IOS = {".nrrd": "NrrdImageIO", ".mha": "MetaImageIO", ".nii": "NiftiImageIO", ".nii.gz": "NiftiImageIO"}
 
 
-def validate_upload(path: Path, out_dir: Path, request: VolumeRequest, max_voxels: int, extension: str = None) -> None:
-    """Raise UserError unless the job would start: the upload is a self-contained volume within the
-    server's limits, and the volume pipeline's ``check_request`` accepts it with this request.
+def validate_upload(path: Path, out_dir: Path, request: VolumeRequest, max_voxels: int, extension: str = None,
+                    max_healthy_steps: Optional[int] = None) -> None:
+    """Raise UserError unless the job would start: the request and the upload are within the server's
+    limits, the upload is a self-contained volume, and the volume pipeline's ``check_request`` accepts
+    it with this request.
 
     In this order, each before the next can cost anything: the header is read here in plain Python
     (``inspect_upload``: a header naming a data file elsewhere is refused before ITK opens the file;
@@ -30,6 +33,10 @@ def validate_upload(path: Path, out_dir: Path, request: VolumeRequest, max_voxel
     from ..volume import io
     from ..volume.pipeline import check_request
 
+    healthy = request.pseudo_healthy
+    if healthy is not None and max_healthy_steps is not None and healthy.denoising_steps > max_healthy_steps:
+        raise UserError(f"pseudo_healthy would run {healthy.denoising_steps} denoising steps per slice "
+                        f"(steps x strength); this server runs at most {max_healthy_steps} (--max-healthy-steps)")
     extension = extension or next((e for e in IMAGE_IOS if path.name.lower().endswith(e)), "")
     declared = inspect_upload(path, extension)
     size = " x ".join(map(str, declared.size))
