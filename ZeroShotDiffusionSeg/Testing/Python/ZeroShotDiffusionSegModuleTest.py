@@ -3,8 +3,9 @@
 A synthetic oblique, anisotropic volume is exported by the logic, "segmented" by a stub that writes a
 known labelmap and score map on the input's grid (as the engine does), and imported. The test checks
 segment names and terminology, that every voxel lands where the stub put it (geometry), the live
-threshold, and undo; with the pseudo-healthy checkbox, the two extra volumes, the fade and the inert threshold. Registered with slicer_add_python_unittest; the same cases run headless against
-real MRML in Testing/mrml/test_module_self_test.py. Needs no download.
+threshold, and undo; with the pseudo-healthy checkbox, the two extra volumes, the fade and the inert
+threshold. Registered with slicer_add_python_unittest; the same cases run headless against real MRML
+in Testing/mrml/test_module_self_test.py. Needs no download.
 """
 
 import os

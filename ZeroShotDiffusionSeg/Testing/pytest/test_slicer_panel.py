@@ -54,7 +54,7 @@ def test_pseudo_healthy_checkbox_asks_for_the_refinement_in_prompt_and_seed_mode
         build_request(PanelSettings(mode="unsupervised", pseudo_healthy=True))
     message = str(refused.value)
     assert "\n" not in message and "Refine with pseudo-healthy counterfactual" in message
-    assert "needs prompt or seed mode" in message  # the engine's own rule (volume/healthy.py), not a copy
+    assert "choose Text prompt or Seed points, or untick it" in message and "--" not in message  # the panel's words
 
 
 def test_combo_texts_map_to_values():

@@ -93,9 +93,9 @@ def build_request(settings: PanelSettings) -> VolumeRequest:
     )
     try:
         healthy.check_request(request, mode)  # the engine's own rule, found before anything is exported
-    except UserError as error:
-        raise UserError(f"Choose Text prompt or Seed points, or untick 'Refine with pseudo-healthy counterfactual' "
-                        f"(Advanced): {error}") from None
+    except UserError:  # in the panel's words: the engine's names the command-line flag
+        raise UserError("'Refine with pseudo-healthy counterfactual' (Advanced) refines a lesion selection: choose "
+                        "Text prompt or Seed points, or untick it.") from None
     return request
 
 

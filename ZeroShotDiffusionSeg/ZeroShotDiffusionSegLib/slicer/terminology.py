@@ -2,8 +2,9 @@
 
 A tumour prompt maps to the DICOM master list type Neoplasm (SCT 108369006) in the
 category Morphologically Altered Structure (SCT 49755003); the anatomic region is the one of
-the organ the prompt names (``prompt_words.anatomic_region``, the organ table), if any. The segment is named after the prompt, as the user typed it, so the name
-says what was asked for and the terminology says what it is.
+the organ the prompt names (``prompt_words.anatomic_region``, the organ table), if any. The
+segment is named after the prompt, as the user typed it, so the name says what was asked for
+and the terminology says what it is.
 """
 
 from __future__ import annotations
