@@ -88,3 +88,18 @@ def test_a_volume_case_gets_the_column_from_the_volume_pipeline(tmp_path, monkey
     assert metrics["pseudo_healthy"]["dice"] == pytest.approx(1.0)
     provenance = json.loads((out / "volumes" / "case" / "pseudo_healthy" / "provenance.json").read_text())
     assert provenance["pseudo_healthy"]["slices_repainted"] == 4
+
+
+def test_a_prompt_volume_case_refines_from_the_same_pass(tmp_path, monkeypatch, tiny_segmenter):
+    """Prompt selection: the column's run takes the pass from the query cache the deployed runs filled, so the
+    repaint is the only new work (random:tiny: the mechanics, not the quality)."""
+    root = _volume_folder(tmp_path)
+    monkeypatch.setattr(cli, "_load_segmenter", lambda args: tiny_segmenter)
+    out = tmp_path / "out"
+    assert cli.run(_parse(str(root), "--layout", "nrrd-pairs", "--model", "random:tiny", "--prompt", "tumor",
+                          "--pseudo-healthy", "--no-baselines", "--no-overlays", "--out", str(out))) == 0
+    case = json.loads((out / "results.json").read_text())["cases"][0]
+    assert case["status"] == "ok", case.get("error")
+    assert "pseudo_healthy" in case["metrics"]
+    runtime = json.loads((out / "volumes" / "case" / "pseudo_healthy" / "provenance.json").read_text())["runtime"]
+    assert runtime["query_cache"] == "memory hit"

@@ -18,7 +18,8 @@ MODE = "pseudo_healthy"
 def add_arguments(parser) -> None:
     parser.add_argument("--pseudo-healthy", action="store_true",
                         help="add the column 'pseudo_healthy': the deployed mask refined from a pseudo-healthy "
-                             "counterfactual (~20 extra UNet passes per image or per volume slice with a candidate)")
+                             "counterfactual (~20 extra UNet passes per image or per volume slice with a candidate; "
+                             "a volume case in seed mode also runs its segmentation pass again)")
 
 
 def modes(args, segmenter) -> list:
