@@ -174,3 +174,20 @@ def test_the_terminal_bar_follows_the_events(capsys):
     err = capsys.readouterr().err
     assert "segment:  55%" in err and "done: 100%" in err
     assert progress_printer("none")[0] is None
+
+
+def test_a_long_lesion_list_prints_the_largest_and_says_where_the_rest_are(capsys, tmp_path):
+    """Random weights or a low threshold can give thousands of specks: the terminal gets the 20 largest
+    (lesions come largest first) and one line for the rest, which lesions.csv holds."""
+    from types import SimpleNamespace
+
+    from ZeroShotDiffusionSegLib.volume.cli import LESIONS_PRINTED, print_summary
+
+    rows = [{"id": index, "volume_ml": 1.0 / index, "longest_axial_diameter_mm": 1.0, "centroid_ras_x": 0.0,
+             "centroid_ras_y": 0.0, "centroid_ras_z": 0.0, "mean_score": 0.9} for index in range(1, 2063)]
+    print_summary(SimpleNamespace(messages=["2062 lesion(s)"], lesions=rows, out_dir=tmp_path,
+                                  files={"lesions": tmp_path / "lesions.csv"}), "text")
+    lines = capsys.readouterr().out.splitlines()
+    assert LESIONS_PRINTED == 20 and len(lines) == 1 + 20 + 2
+    assert lines[1].startswith("  lesion 1: 1.000 mL") and lines[20].startswith("  lesion 20: 0.050 mL")
+    assert lines[21] == "  ... and 2042 smaller lesion(s): every lesion is in lesions.csv"

@@ -102,6 +102,9 @@ def cancel_on_signals(cancel: threading.Event):
             signal.signal(signum, handler)
 
 
+LESIONS_PRINTED = 20  # a terminal shows the largest lesions; the table holds them all
+
+
 def print_summary(result, kind: str) -> None:
     if kind == "json":
         print(json.dumps({
@@ -114,10 +117,12 @@ def print_summary(result, kind: str) -> None:
         return
     for message in result.messages:
         print(message)
-    for row in result.lesions:
+    for row in result.lesions[:LESIONS_PRINTED]:
         print(f"  lesion {row['id']}: {row['volume_ml']:.3f} mL, {row['longest_axial_diameter_mm']:.1f} mm axial, "
               f"centre RAS ({row['centroid_ras_x']:.1f}, {row['centroid_ras_y']:.1f}, {row['centroid_ras_z']:.1f}), "
               f"mean score {row['mean_score']:.2f}")
+    if len(result.lesions) > LESIONS_PRINTED:  # lesions come largest first: what is left out is the smallest
+        print(f"  ... and {len(result.lesions) - LESIONS_PRINTED} smaller lesion(s): every lesion is in lesions.csv")
     print(f"outputs in {result.out_dir}: {', '.join(path.name for path in result.files.values())}")
 
 
