@@ -191,3 +191,20 @@ def test_parameters_are_validated_and_the_default_normal_prompt_names_the_organ(
     assert prompts_for("liver tumor", PseudoHealthyParams(), "fatty liver")[0] == "fatty liver"
     assert prompts_for("liver tumor", PseudoHealthyParams(), "none")[0] == "healthy liver"
     assert noise_seed_for(0, 5) == noise_seed_for(0, 5) != noise_seed_for(0, 6)
+
+
+def test_transformers_advice_to_install_torchvision_is_not_shown_and_other_warnings_are(inpainter):
+    """Importing the inpainting pipeline made transformers advise installing torchvision on every run; following
+    the advice replaces a CPU torch build. Only that advice is dropped."""
+    import logging
+
+    from ZeroShotDiffusionSegLib.engine.pseudo_healthy import PseudoHealthyInpainter
+
+    logger = logging.getLogger("transformers.utils.import_utils")
+    filters = [f for f in logger.filters if type(f).__name__ == "_NoTorchvisionAdvice"]
+    PseudoHealthyInpainter(inpainter.backbone)  # a second inpainter adds no second filter
+    assert len(filters) == 1 and filters == [f for f in logger.filters if type(f).__name__ == "_NoTorchvisionAdvice"]
+    advice = logging.LogRecord(logger.name, logging.WARNING, __file__, 1, "`CLIPImageProcessor` requires torchvision "
+                               "(not installed); falling back to `CLIPImageProcessorPil`", None, None)
+    other = logging.LogRecord(logger.name, logging.WARNING, __file__, 1, "some other warning", None, None)
+    assert not filters[0].filter(advice) and filters[0].filter(other)

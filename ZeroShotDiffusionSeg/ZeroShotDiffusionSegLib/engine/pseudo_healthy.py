@@ -16,6 +16,7 @@ the decoder's group norms and attention are global, a little everywhere).
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Callable, List, Optional, Sequence
 
@@ -33,10 +34,22 @@ from .preprocess import SquareFit
 FEATURE_DOWN_BLOCKS = 2
 
 
+class _NoTorchvisionAdvice(logging.Filter):
+    """Importing diffusers' pipelines makes transformers advise installing torchvision for image processors this
+    pipeline does not use (feature_extractor=None); following it would replace a CPU torch build with PyPI's."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "requires torchvision (not installed)" not in record.getMessage()
+
+
+NO_TORCHVISION_ADVICE = _NoTorchvisionAdvice()  # one instance: addFilter adds it once however many inpainters
+
+
 class PseudoHealthyInpainter:
     """Repaints regions of [0, 1] images with a loaded backbone; stays warm across calls."""
 
     def __init__(self, backbone: Backbone):
+        logging.getLogger("transformers.utils.import_utils").addFilter(NO_TORCHVISION_ADVICE)
         from diffusers import DDIMScheduler, StableDiffusionInpaintPipeline
 
         self.backbone = backbone
