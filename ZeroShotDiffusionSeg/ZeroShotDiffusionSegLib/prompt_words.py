@@ -3,12 +3,14 @@ counterpart and its DICOM anatomic region.
 
 The organ table is Resources/Presets/organs.json, the one place prompt words are matched. A word matches
 an organ when it is one of the organ's keywords (words that name it) or cues (words that suggest it
-without naming it, e.g. "nodule" -> lung). The prompt's organ is the one of its earliest matching word
-among organs with a CT window, else of its earliest matching word, else none: "breast cancer liver
-metastasis" is about the liver, "breast mass" about the breast. A prompt about no organ gets the table's
-"default" window and normal prompt; the anatomic region is given only when a keyword named the organ (a
-wrong code is worse than none). Presets of the Slicer panel (prompts.json) are plain prompts and follow
-the same rule.
+without naming it, e.g. "nodule" -> lung). When several words match, the prompt's organ is chosen by,
+in order: the site of a metastasis (an organ word right before "metastasis"/"metastases"/"mets"/
+"metastatic", or within three words after one); a keyword before a cue; an organ with a CT window
+before one without; the earliest word. So "lung cancer brain metastasis" is about the brain, "breast
+cancer liver metastasis" about the liver, "breast nodule" and "breast mass" about the breast. A prompt
+about no organ gets the table's "default" window and normal prompt; the anatomic region is given only
+when a keyword named the organ (a wrong code is worse than none). Presets of the Slicer panel
+(prompts.json) are plain prompts and follow the same rule.
 
 The normal prompt that anomaly-aware scoring (engine/anomaly.py) and the pseudo-healthy repaint contrast
 the prompt with:
@@ -29,6 +31,8 @@ from .errors import UserError
 from .resources import resource_path
 
 NORMAL_PROMPT_OFF = "none"
+METASTASIS_WORDS = ("metastasis", "metastases", "mets", "metastatic")
+SITE_WORDS_AFTER = 3  # "metastases to the liver": the site comes within three words after the metastasis word
 Code = Tuple[str, str, str]  # (coding scheme, code value, code meaning)
 
 
@@ -42,14 +46,17 @@ def prompt_organ(prompt: Optional[str]) -> Tuple[Optional[str], Optional[str], b
     """(organ, the prompt word that chose it, whether that word names the organ rather than suggests it) by the
     rule above; (None, None, False) for a prompt about no organ."""
     organs = organ_table()["organs"]
-    matches = []
-    for word in re.findall(r"[a-z0-9]+", (prompt or "").lower()):
+    words = re.findall(r"[a-z0-9]+", (prompt or "").lower())
+    metastasis_at = [index for index, word in enumerate(words) if word in METASTASIS_WORDS]
+    ranked = []
+    for index, word in enumerate(words):
         for name, organ in organs.items():
             if word in organ["keywords"] or word in organ.get("cues", ()):
-                matches.append((name, word, word in organ["keywords"]))
+                site = any(at - 1 == index or 0 < index - at <= SITE_WORDS_AFTER for at in metastasis_at)
+                named = word in organ["keywords"]
+                ranked.append(((not site, not named, "width" not in organ, index), (name, word, named)))
                 break
-    with_window = [match for match in matches if "width" in organs[match[0]]]
-    return (with_window or matches or [(None, None, False)])[0]
+    return min(ranked)[1] if ranked else (None, None, False)
 
 
 def window_presets() -> dict:

@@ -37,14 +37,24 @@ def test_every_preset_is_covered_and_implies_what_it_did():
 
 
 @pytest.mark.parametrize("prompt, expected", [
-    # the organ with a CT window wins over an earlier organ without one (the primary of a metastasis)
+    # the site of a metastasis wins over the primary, wherever each stands
     ("breast cancer liver metastasis", ("liver", "healthy liver", LIVER)),
+    ("lung cancer brain metastasis", ("brain", "healthy brain", BRAIN)),
+    ("colorectal cancer liver metastasis", ("liver", "healthy liver", LIVER)),
+    ("metastases to the liver from breast cancer", ("liver", "healthy liver", LIVER)),
+    ("spine metastasis from lung cancer", ("bone", "healthy bone", None)),
+    # an organ with a CT window wins over one without
+    ("breast and liver lesions", ("liver", "healthy liver", LIVER)),
     ("melanoma metastasis in the lung", ("lung", "healthy lung", LUNG)),
     ("prostate cancer bone metastasis", ("bone", "healthy bone", None)),  # no single DICOM code for bone
     ("breast mass", ("soft_tissue", "healthy breast", BREAST)),  # an organ without a window keeps its words
     ("liver lesion near the lung base", ("liver", "healthy liver", LIVER)),  # among windowed organs: the earliest
-    # cues pick the window and the normal prompt but never an anatomic code
+    # cues pick the window and the normal prompt but never an anatomic code, and a keyword beats them
     ("thyroid nodule", ("lung", "healthy lung", None)),
+    ("nodule in the left lung", ("lung", "healthy lung", LUNG)),
+    ("hemorrhage in the brain", ("brain", "healthy brain", BRAIN)),
+    ("nodule in the liver", ("liver", "healthy liver", LIVER)),
+    ("breast nodule", ("soft_tissue", "healthy breast", BREAST)),
     ("retroperitoneal hemorrhage", ("brain", "healthy brain", None)),
     ("rectal cancer", ("colon", "healthy colon", None)),
     ("lung nodule", ("lung", "healthy lung", LUNG)),
