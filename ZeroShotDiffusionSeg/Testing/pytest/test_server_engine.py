@@ -134,13 +134,33 @@ def test_clients_of_protocol_1_0_are_not_offered_the_pseudo_healthy_results_and_
             headers = {"Authorization": f"Bearer {TOKENS['bob']}", **({"X-ZSDSeg-Protocol": version} if version else {})}
             return httpx.get(f"{server.url}/jobs/{job_id}", headers=headers).json()["results"]
 
-        assert listed("1.0") == ["labels", "lesions", "provenance", "score"]
+        assert listed("1.0") == listed("1") == ["labels", "lesions", "provenance", "score"]
         assert listed("1.1") == listed(None) == ["healthy", "labels", "lesions", "provenance", "residual", "score"]
+        old = {"Authorization": f"Bearer {TOKENS['bob']}", "X-ZSDSeg-Protocol": "1.0"}
+        assert httpx.get(f"{server.url}/jobs", headers=old).json()[0]["results"] == listed("1.0")  # the list too
+        cancelled = httpx.post(f"{server.url}/jobs/{job_id}/cancel", headers=old).json()  # a done job stays done
+        assert cancelled["state"] == "done" and cancelled["results"] == listed("1.0")
 
         older = {name: file for name, file in client_module.RESULT_FILES.items() if name != "residual"}
         monkeypatch.setattr(client_module, "RESULT_FILES", older)  # as a client that does not know "residual"
         result = run_remote_job(client, volume, tmp_path / "older", request(), poll_s=0.2)
     assert sorted(result.files) == ["healthy", "labels", "lesions", "provenance", "score"]
     assert "the server also offers residual, which this client does not know; not downloaded" in result.messages
-    assert any(message.startswith("the server (protocol 1.1) did not return the pseudo-healthy volumes")
-               for message in result.messages)
+    assert not any("did not return the pseudo-healthy volumes" in message for message in result.messages)
+
+
+def test_a_server_that_does_not_list_the_pseudo_healthy_volumes_is_named_in_the_messages(tmp_path, monkeypatch):
+    """As a 1.0 server answers a pseudo_healthy request: the four results only. The client gets them and says
+    why the two volumes are missing (the Slicer panel shows these messages in its log)."""
+    from test_volume_fixtures import sphere_volume, write
+    from test_volume_pseudo_healthy import HealthySegmenter, request
+    from ZeroShotDiffusionSegLib.server import app as app_module
+
+    monkeypatch.setattr(app_module, "results_known_to", lambda version: ("labels", "lesions", "provenance", "score"))
+    volume = write(sphere_volume(noise_hu=10, air_slices=(0, 11))[0], tmp_path / "sphere.nrrd")
+    with start_server(tmp_path, executors=[build_executor(HealthySegmenter())]) as server, \
+            ServerClient(server.url, token=TOKENS["bob"]) as client:
+        result = run_remote_job(client, volume, tmp_path / "out", request(), poll_s=0.2)
+    assert sorted(result.files) == ["labels", "lesions", "provenance", "score"]
+    assert ("the server (protocol 1.1) did not return the pseudo-healthy volumes (healthy.nrrd, residual.nrrd); the "
+            "segments are its refined selection") in result.messages

@@ -134,13 +134,19 @@ def test_a_pseudo_healthy_request_over_the_servers_step_limit_is_refused_before_
     content = volume.read_bytes()
     heavy = json.dumps({"prompt": "tumor", "pseudo_healthy": {"steps": 1000, "strength": 1.0}})
     within = json.dumps({"prompt": "tumor", "pseudo_healthy": {"steps": 100, "strength": 0.5}})
+    from ZeroShotDiffusionSegLib.server.client import ServerClient
+
     with start_server(tmp_path, max_healthy_steps=60) as server:
         refused = post(server.url, "ct.nrrd", content, request=heavy)
         accepted = post(server.url, "ct.nrrd", content, request=within)
-    assert refused.status_code == 400 and refused.json()["detail"] == (
-        "pseudo_healthy would run 1000 denoising steps per slice (steps x strength); this server runs at most 60 "
-        "(--max-healthy-steps)")
+        with ServerClient(server.url, token=TOKENS["alice"]) as client:
+            assert client.wait(accepted.json()["id"], poll_s=0.1)["state"] == "done"
+        reprompted = httpx.post(f"{server.url}/jobs/{accepted.json()['id']}/prompt", headers=ALICE, data={"request": heavy})
+    message = ("pseudo_healthy would run 1000 denoising steps per slice (steps x strength); this server runs at most 60 "
+               "(--max-healthy-steps)")
+    assert refused.status_code == 400 and refused.json()["detail"] == message
     assert accepted.status_code == 202, accepted.text
+    assert reprompted.status_code == 400 and reprompted.json()["detail"] == message  # no way round it by re-prompting
 
 
 MALFORMED = [

@@ -106,6 +106,22 @@ def test_serve_through_the_zsdseg_command_refuses_public_bind(capsys):
     assert "refusing to listen on 0.0.0.0 without --token-file" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("option", ["--max-healthy-steps", "--max-voxels", "--workers"])
+def test_serve_refuses_limits_below_one_before_loading_a_model(option, capsys):
+    from ZeroShotDiffusionSegLib import cli
+
+    assert cli.main(["serve", option, "0"]) == 2
+    assert "--max-voxels and --max-healthy-steps must be at least 1" in capsys.readouterr().err
+
+
+def test_results_are_offered_by_the_protocol_version_the_client_announces():
+    from ZeroShotDiffusionSegLib.server.protocol import results_known_to
+
+    four = ("labels", "score", "lesions", "provenance")
+    assert results_known_to("1.0") == results_known_to("1") == results_known_to("1.x") == four
+    assert results_known_to("1.1") == results_known_to("1.7") == results_known_to(None) == four + ("healthy", "residual")
+
+
 def test_upload_validation_accepts_volumes_and_refuses_the_rest(tmp_path):
     import numpy as np
     import SimpleITK as sitk

@@ -90,9 +90,9 @@ def gpu_memory(device: str) -> Optional[dict]:
 def run(args) -> int:
     check_bind(args.host, args.token_file)
     if args.workers < 1 or args.max_queued < 1 or args.max_upload_mb <= 0 or args.result_ttl < 0 \
-            or args.max_connections < 1 or not args.header_timeout > 0:
-        raise UserError("--workers, --max-queued and --max-connections must be at least 1, --max-upload-mb and "
-                        "--header-timeout positive, --result-ttl not negative")
+            or args.max_connections < 1 or not args.header_timeout > 0 or args.max_voxels < 1 or args.max_healthy_steps < 1:
+        raise UserError("--workers, --max-queued, --max-connections, --max-voxels and --max-healthy-steps must be at "
+                        "least 1, --max-upload-mb and --header-timeout positive, --result-ttl not negative")
     from .auth import TokenStore
 
     tokens = TokenStore.from_file(args.token_file) if args.token_file is not None else None

@@ -343,17 +343,17 @@ def _finish_job(client: ServerClient, status: dict, started: float, out_dir, vol
         "total_s": time.perf_counter() - started,
     }
     return VolumeResult(out_dir=Path(out_dir), files=files, lesions=status.get("lesions", []), timings=timings,
-                        messages=list(status.get("messages", [])) + _result_notes(client, status["results"], files, request))
+                        messages=list(status.get("messages", [])) + _result_notes(client, status["results"], request))
 
 
-def _result_notes(client: ServerClient, listed, files: dict, request: VolumeRequest) -> list:
+def _result_notes(client: ServerClient, listed, request: VolumeRequest) -> list:
     """What the user should know about results not downloaded: names this client does not know, and
-    pseudo-healthy volumes a server of an older protocol does not return."""
+    pseudo-healthy volumes the server did not list (one of an older protocol does not return them)."""
     notes = []
     unknown = sorted(set(listed) - set(RESULT_FILES))
     if unknown:
         notes.append(f"the server also offers {', '.join(unknown)[:200]}, which this client does not know; not downloaded")
-    if request.pseudo_healthy is not None and not set(OPTIONAL_OUTPUT_NAMES) <= set(files):
+    if request.pseudo_healthy is not None and not set(OPTIONAL_OUTPUT_NAMES) <= set(listed):
         version = (client.server_info or {}).get("protocol_version", "?")
         notes.append(f"the server (protocol {version}) did not return the pseudo-healthy volumes (healthy.nrrd, "
                      "residual.nrrd); the segments are its refined selection")
