@@ -60,6 +60,7 @@ def test_every_preset_is_covered_and_implies_what_it_did():
     ("lung nodule", ("lung", "healthy lung", LUNG)),
     ("tumor", ("soft_tissue", "healthy tissue", None)),
     ("liverish mass", ("soft_tissue", "healthy tissue", None)),  # whole words only
+    ("adrenal mass", ("soft_tissue", "healthy tissue", None)),  # not "renal" inside it: not the kidney
 ])
 def test_prompts_naming_two_organs_or_only_suggesting_one(prompt, expected):
     assert implied(prompt) == expected
