@@ -113,7 +113,7 @@ def in_a_study(volume):
     return hierarchy, study
 
 
-def test_the_checkbox_puts_the_refinement_on_the_request_and_a_reprompt_repaints_again():
+def test_the_checkbox_puts_the_refinement_on_the_request_and_a_new_prompt_or_a_toggle_is_served_from_the_cache():
     logic = new_logic(StubRunner(healthy=True))
     start(logic, oblique_volume())
     runner = logic.runner
@@ -129,10 +129,15 @@ def test_the_checkbox_puts_the_refinement_on_the_request_and_a_reprompt_repaints
     assert second.overlays["Pseudo-healthy (fade)"] is not first.overlays["Pseudo-healthy (fade)"]
     assert second.session.refined and not second.session.live
     start(logic, logic.getParameterNode().inputVolume, pseudo_healthy=False, prompt="kidney tumor")
-    assert len(runner.requests) == 2 and runner.requests[-1].pseudo_healthy is None, "unticked: a full run"
+    assert len(runner.requests) == 1 and runner.rescored[-1][1].pseudo_healthy is None, "unticked: from the cache"
+    finish(logic)
+    assert logic.result.session.live  # not refined: the slider works again
+    start(logic, logic.getParameterNode().inputVolume, pseudo_healthy=True, prompt="kidney tumor")
+    assert len(runner.requests) == 1 and len(runner.rescored) == 3, "ticked again, same prompt: from the cache"
+    assert runner.rescored[-1][1].pseudo_healthy == PseudoHealthyParams()
     finish(logic)
     start(logic, logic.getParameterNode().inputVolume, pseudo_healthy=True, prompt="kidney tumor")
-    assert len(runner.requests) == 3 and len(runner.rescored) == 1, "ticked again, same prompt: a full run"
+    assert len(runner.requests) == 2, "nothing changed: a new run, as before"
 
 
 def test_unsupervised_with_the_checkbox_is_refused_before_anything_is_exported():

@@ -109,18 +109,20 @@ class ZeroShotDiffusionSegLogic(ScriptedLoadableModuleLogic):
         return self.submit(runner, inputPath, request, importer)
 
     def runRecord(self, job, volume, request):
-        """(job, what a re-score must share with it: volume, voxels' state, every other field; its prompts)."""
+        """(job, what a re-score must share with it: volume, voxels' state, every field of the pass; what it may
+        change: the prompts and the pseudo-healthy refinement, which the worker runs after the cached pass)."""
         key = (volume.GetID(), volume.GetImageData().GetMTime() if volume.GetImageData() else None,
-               dataclasses.replace(request, prompt=None, normal_prompt=None))
-        return job, key, (request.prompt, request.normal_prompt)
+               dataclasses.replace(request, prompt=None, normal_prompt=None, pseudo_healthy=None))
+        return job, key, (request.prompt, request.normal_prompt, request.pseudo_healthy)
 
     def canRescore(self, volume, runner, request):
-        """True when ``request`` differs from the last loaded run only by its prompt (and the runner can re-score)."""
+        """True when ``request`` differs from the last loaded run only by its prompts or pseudo-healthy refinement
+        (and the runner can re-score)."""
         if request.mode != "prompt" or self.lastRun is None or not hasattr(runner, "rescore") or not self.workDir:
             return False
-        job, key, prompts = self.lastRun
-        _, newKey, newPrompts = self.runRecord(None, volume, request)
-        return key == newKey and prompts != newPrompts and os.path.exists(job.input_path)
+        job, key, changeable = self.lastRun
+        _, newKey, newChangeable = self.runRecord(None, volume, request)
+        return key == newKey and changeable != newChangeable and os.path.exists(job.input_path)
 
     def submitRescore(self, runner, request, importer):
         """Score ``request`` on the last run's volume from the worker's cache; ``loadResult`` as for a run."""
