@@ -248,25 +248,3 @@ def test_a_pseudo_healthy_file_on_another_grid_is_refused_with_the_scene_unchang
     with pytest.raises(UserError, match="different grid"):
         logic.loadResult(logic.poll()[0].files)
     assert scene_state() == before and names(node) == segments == ["kept"] and logic.result is None
-
-
-def test_a_failure_after_the_volumes_were_added_removes_them_all(monkeypatch):
-    volume = oblique_volume()
-    node = existing_segmentation(volume)
-    logic = new_logic(StubRunner(healthy=True))
-    start(logic, volume, segmentation=node)
-    before = scene_state()
-    from ZeroShotDiffusionSegLib.slicer import importer
-
-    def fail(self, name, opacity):
-        added = {slicer.mrmlScene.GetNodeByID(i).GetName() for i in scene_state() if i not in before}
-        assert {"CT score", "CT residual", "CT pseudo-healthy"} <= added
-        raise RuntimeError("display failed")
-
-    monkeypatch.setattr(importer.ResultImporter, "show_overlay", fail)
-    logic.poll()
-    with pytest.raises(RuntimeError, match="display failed"):
-        logic.loadResult(logic.poll()[0].files)
-    assert scene_state() == before and names(node) == ["kept"]
-    assert not slicer.mrmlScene.GetFirstNodeByName("CT pseudo-healthy")
-    assert int(segment_in_volume_grid(node, "kept", volume).sum()) == 400

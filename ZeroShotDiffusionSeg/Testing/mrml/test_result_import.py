@@ -241,16 +241,21 @@ def test_a_result_on_another_grid_is_refused_with_nothing_left_behind():
     assert scene_state() == before and names(node) == ["kept"]
 
 
-def test_a_failure_half_way_puts_the_scene_back(monkeypatch):
+@pytest.mark.parametrize("healthy", [False, True], ids=["plain", "pseudo-healthy"])
+def test_a_failure_half_way_puts_the_scene_back(monkeypatch, healthy):
+    """With a pseudo-healthy run's files the pseudo-healthy and residual volumes are in the scene too when the
+    last step fails; every node the import added goes."""
     volume = oblique_volume()
     node = existing_segmentation(volume)
-    logic = new_logic(StubRunner())
+    logic = new_logic(StubRunner(healthy=healthy))
     start(logic, volume, node)
     before = scene_state()
     from ZeroShotDiffusionSegLib.slicer import importer
 
-    def fail(self, name, opacity):  # the last step: segments and the score volume are in the scene by now
-        assert len(names(node)) == 3 and len(scene_state()) > len(before)
+    def fail(self, name, opacity):  # the last step: segments and the result volumes are in the scene by now
+        added = {slicer.mrmlScene.GetNodeByID(i).GetName() for i in scene_state() if i not in before}
+        assert len(names(node)) == 3 and "CT score" in added
+        assert ({"CT residual", "CT pseudo-healthy"} <= added) == healthy
         raise RuntimeError("display failed")
 
     monkeypatch.setattr(importer.ResultImporter, "show_overlay", fail)
@@ -258,4 +263,6 @@ def test_a_failure_half_way_puts_the_scene_back(monkeypatch):
     with pytest.raises(RuntimeError, match="display failed"):
         logic.loadResult(logic.poll()[0].files)
     assert scene_state() == before and names(node) == ["kept"]
+    assert not slicer.mrmlScene.GetFirstNodeByName("CT pseudo-healthy")
+    assert int(segment_in_volume_grid(node, "kept", volume).sum()) == 400
     assert node.GetNodeReferenceID(node.GetReferenceImageGeometryReferenceRole()) is None

@@ -44,6 +44,13 @@ def finished(runner):
     return events
 
 
+def first_run(server, volume, tmp_path, request=VolumeRequest(prompt="liver tumor")):
+    """A RemoteRunner on ``server`` and its first finished job (an upload): (runner, job handle, done event)."""
+    runner = RemoteRunner(server.url, token=TOKENS["alice"], poll_s=0.2)
+    first = runner.start(str(volume), str(tmp_path / "first"), request)
+    return runner, first, finished(runner)[-1]
+
+
 def assert_same_files(done, expected):
     for name in ("labels", "score", "lesions"):
         assert open(done.files[name], "rb").read() == expected.files[name].read_bytes(), name
@@ -52,9 +59,7 @@ def assert_same_files(done, expected):
 def test_rescore_reprompts_the_kept_job_without_a_second_upload(tmp_path, volume):
     expected = stand_in_executor(volume, tmp_path / "expected", VolumeRequest(prompt="hypodense liver lesion"))
     with counting_server(tmp_path) as server:
-        runner = RemoteRunner(server.url, token=TOKENS["alice"], poll_s=0.2)
-        first = runner.start(str(volume), str(tmp_path / "first"), VolumeRequest(prompt="liver tumor"))
-        finished(runner)
+        runner, first, _ = first_run(server, volume, tmp_path)
         kept = server_job_ids(server)
         assert len(kept) == 1, "the finished job stays on the server for a re-prompt"
 
@@ -87,9 +92,7 @@ def test_rescore_reprompts_the_kept_job_without_a_second_upload(tmp_path, volume
 def test_an_expired_job_is_uploaded_again_and_the_log_says_so(tmp_path, volume):
     expected = stand_in_executor(volume, tmp_path / "expected", VolumeRequest(prompt="metastasis"))
     with counting_server(tmp_path) as server:
-        runner = RemoteRunner(server.url, token=TOKENS["alice"], poll_s=0.2)
-        first = runner.start(str(volume), str(tmp_path / "first"), VolumeRequest(prompt="liver tumor"))
-        finished(runner)
+        runner, first, _ = first_run(server, volume, tmp_path)
         (expired,) = server_job_ids(server)
         server.app.state.jobs.remove_expired(now=time.time() + 10 * 3600)  # past its result TTL: what the reaper does
         assert server_job_ids(server) == []
@@ -115,9 +118,7 @@ def test_an_expired_job_is_uploaded_again_and_the_log_says_so(tmp_path, volume):
 def test_cancel_during_a_reprompt_keeps_the_previous_job_for_the_next_one(tmp_path, volume):
     expected = stand_in_executor(volume, tmp_path / "expected", VolumeRequest(prompt="hypodense liver lesion"))
     with counting_server(tmp_path) as server:
-        runner = RemoteRunner(server.url, token=TOKENS["alice"], poll_s=0.2)
-        first = runner.start(str(volume), str(tmp_path / "first"), VolumeRequest(prompt="liver tumor"))
-        finished(runner)
+        runner, first, _ = first_run(server, volume, tmp_path)
         kept = server_job_ids(server)
 
         runner.rescore(first, str(tmp_path / "cancelled"), VolumeRequest(prompt="wait-for-cancel"))
@@ -163,9 +164,8 @@ def test_a_reprompt_with_random_tiny_is_scored_from_the_servers_cache_and_equals
     local = run_volume(volume, tmp_path / "local", tiny_segmenter, request)
     with counting_server(tmp_path, executors=[build_executor(tiny_segmenter)],
                          info=engine_info_provider(tiny_segmenter, "cpu")) as server:
-        runner = RemoteRunner(server.url, token=TOKENS["alice"], poll_s=0.2)
-        first = runner.start(str(volume), str(tmp_path / "first"), VolumeRequest(prompt="liver tumor", batch_size=1))
-        first_files = finished(runner)[-1].files
+        runner, first, first_done = first_run(server, volume, tmp_path, VolumeRequest(prompt="liver tumor", batch_size=1))
+        first_files = first_done.files
         runner.rescore(first, str(tmp_path / "second"), request)
         done = finished(runner)[-1]
         runner.shutdown()
