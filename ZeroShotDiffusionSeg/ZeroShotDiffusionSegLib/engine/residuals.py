@@ -85,7 +85,7 @@ def refine_mask(residual: np.ndarray, region: np.ndarray, candidate: np.ndarray)
     if inside.size == 0 or float(inside.max()) <= float(inside.min()):
         return np.zeros(residual.shape, dtype=bool)
     above = (residual > otsu_threshold(inside)) & region
-    pieces, count = ndimage.label(above)
+    pieces, _ = ndimage.label(above)
     kept = np.unique(pieces[candidate & above])
     return np.isin(pieces, kept[kept > 0])
 

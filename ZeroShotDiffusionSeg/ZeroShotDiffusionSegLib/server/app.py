@@ -182,7 +182,7 @@ def create_app(settings: ServerSettings, executors: Sequence[Executor], engine_i
             await run_in_threadpool(_copy_upload, volume.file, input_path)
             async with upload_checks:
                 await run_in_threadpool(validate_upload, input_path, work_dir / "out", volume_request, settings.max_voxels, extension,
-                                         settings.max_healthy_steps)
+                                        max_healthy_steps=settings.max_healthy_steps)
             job = jobs.submit(job_id, who, work_dir, input_path, volume_request)
         except BaseException:
             shutil.rmtree(work_dir, ignore_errors=True)
