@@ -57,6 +57,7 @@ def module(monkeypatch, tmp_path):
     slicer.vtkMRMLTransformNode = mock.MagicMock(name="vtkMRMLTransformNode")
     wrapper = types.ModuleType("slicer.parameterNodeWrapper")
     wrapper.parameterNodeWrapper = lambda cls: cls
+    wrapper.Choice = wrapper.WithinRange = lambda *args: ("validator", args)
     scripted = types.ModuleType("slicer.ScriptedLoadableModule")
 
     class ScriptedLoadableModule:

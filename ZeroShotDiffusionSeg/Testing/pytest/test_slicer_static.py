@@ -93,13 +93,20 @@ def test_ui_bindings_match_the_parameter_node_wrapper():
             if prop.get("name") == "SlicerParameterName":
                 bound[prop.find("string").text] = widget.get("class")
     assert set(bound) == set(fields), f"bound but no field: {set(bound) - set(fields)}; field not bound: {set(fields) - set(bound)}"
-    # Widget classes the wrapper's GUI connectors pair with each type.
-    allowed = {"str": {"QLineEdit", "QComboBox"}, "bool": {"QCheckBox"}, "int": {"QSpinBox"},
-               "float": {"QDoubleSpinBox", "ctkSliderWidget"}}
+    # What Slicer's connectors (parameterNodeWrapper/guiConnectors.py) accept: a QComboBox only with a Choice
+    # annotation, and a number widget takes its range from WithinRange (without it, -inf..inf or +-2**31).
+    # Testing/mrml/test_panel_binding.py runs those connectors themselves on widgets built from the .ui.
+    allowed = {"str": {"QLineEdit"}, "bool": {"QCheckBox"}, "int": {"QSpinBox"}, "float": {"QDoubleSpinBox", "ctkSliderWidget"}}
     for name, cls in bound.items():
-        kind = fields[name]
-        expected = allowed.get(kind, {"qMRMLNodeComboBox"})
-        assert cls in expected, f"{name}: {cls} cannot be bound to {kind}"
+        annotation = fields[name]
+        base = re.sub(r"^Annotated\[(\w+),.*\]$", r"\1", annotation)
+        if cls == "QComboBox":
+            assert base == "str" and "Choice(" in annotation, f"{name}: a QComboBox needs Annotated[str, Choice([...])]"
+            continue
+        expected = allowed.get(base, {"qMRMLNodeComboBox"})
+        assert cls in expected, f"{name}: {cls} cannot be bound to {annotation}"
+        if base in ("int", "float"):
+            assert "WithinRange(" in annotation, f"{name}: without WithinRange the binding overwrites the .ui's range"
 
 
 def test_ui_node_selectors_get_the_scene():

@@ -26,9 +26,6 @@ class RunView:
     def setupWidgets(self, presets):
         self.presets = presets
         self.ui.engineStatusLabel.text = f"not started ({setup_state.installed_summary()})"
-        self.ui.modeComboBox.addItems(list(panel.MODES))
-        self.ui.sliceAxisComboBox.addItems(list(panel.AXES))
-        self.ui.deviceComboBox.addItems(list(panel.DEVICES))
         self.ui.presetComboBox.addItems(["Presets..."] + [p.label for p in presets])
         self.ui.lesionTable.setColumnCount(len(TABLE_HEADERS))
         self.ui.lesionTable.setHorizontalHeaderLabels(TABLE_HEADERS)
@@ -41,6 +38,20 @@ class RunView:
         self.ui.lesionTable.cellClicked.connect(self.onLesionClicked)
         self.ui.refineButton.clicked.connect(self.onRefine)
         self.ui.undoButton.clicked.connect(self.onUndo)
+
+    def onApply(self, requirementsPath):
+        """Segment tumor: set up the engine on first use, then start a run; Cancel while one runs."""
+        if self.logic.busy:
+            self.logic.cancel()
+            return
+        with slicer.util.tryWithErrorDisplay("Cannot start the segmentation.", waitCursor=True):
+            settings = self.logic.settingsFrom(self.parameterNode(), self.ui.serverTokenLineEdit.text)
+            if not self.logic.setupEngine(settings, requirementsPath):
+                return
+            self.ui.progressBar.value = 0
+            self.logic.start(self.parameterNode(), settings)
+            self.log(f"Started: {settings.mode}, engine {self.logic.runner.describe()}")
+            self.setRunning(True)
 
     def onPresetChosen(self, index):
         if index > 0:
