@@ -97,6 +97,7 @@ class ZeroShotDiffusionSegWidget(ScriptedLoadableModuleWidget, VTKObservationMix
     def cleanup(self):
         self.view.timer.stop()
         self.removeObservers()
+        self.setParameterNode(None)  # unbound: the node outlives these widgets (module reload)
         if self.logic:
             self.logic.shutdown()
 

@@ -188,7 +188,9 @@ def test_the_module_widget_sets_up_binds_enters_and_exits():
     assert len(widget._parameterNode._parameterGUIs) == 1 and widget.ui.promptLineEdit.text == ""
     widget.ui.promptLineEdit.setText("liver tumor")
     assert widget.logic.getParameterNode().prompt == "liver tumor"
+    bound = widget._parameterNode
     widget.cleanup()
+    assert not bound._parameterGUIs, "cleanup() leaves the widgets bound to a node that outlives them"
 
 
 # --- every ui.<name>.<member> of the module's code, against the class the .ui declares -------------------------
