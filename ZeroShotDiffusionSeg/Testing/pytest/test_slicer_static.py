@@ -171,6 +171,27 @@ def test_extension_metadata_agrees_across_cmake_s4ext_and_catalog():
     assert (REPO / "LICENSE").is_file()
 
 
+def test_screenshots_are_committed_listed_and_shown_and_the_description_is_short():
+    cmake = (REPO / "CMakeLists.txt").read_text()
+    values = dict(re.findall(r'set\((EXTENSION_\w+) "(.*?)"\)', cmake))
+    urls = values["EXTENSION_SCREENSHOTURLS"].split()
+    prefix = "https://raw.githubusercontent.com/ZeroShotDiffusionSeg/SlicerZeroShotDiffusionSeg/main/"
+    assert len(urls) == 3 and all(url.startswith(prefix + "Screenshots/") for url in urls)
+    readme = (REPO / "README.md").read_text()
+    for url in urls:
+        path = REPO / url[len(prefix):]
+        with Image.open(path) as shot:  # a real rendering: large, many colours
+            assert shot.format == "PNG" and shot.size[0] >= 800 and shot.size[1] >= 300
+            assert len(shot.convert("RGB").getcolors(maxcolors=1 << 20)) > 200
+        assert path.relative_to(REPO).as_posix() in readme.split("## Install")[0], f"{path.name} not at the README's top"
+    assert (REPO / "scripts" / "make_screenshots.py").is_file()
+    assert "renderings of results, not of the panel" in readme.split("## Install")[0]
+    sentences = [s for s in re.split(r"(?<=[.;:])\s+(?=[A-Z])", values["EXTENSION_DESCRIPTION"]) if s]
+    assert 1 <= len(sentences) <= 2 and len(values["EXTENSION_DESCRIPTION"]) <= 400
+    licence = (REPO / "LICENSE").read_text().splitlines()[0]  # "MIT License"
+    assert re.search(rf"code[^.\n]*{licence.split()[0]}", readme), "the README names the code's licence"
+
+
 def test_icon_is_a_128_pixel_png():
     with Image.open(MODULE_DIR / "Resources" / "Icons" / "ZeroShotDiffusionSeg.png") as icon:
         assert icon.format == "PNG" and icon.size == (128, 128)
