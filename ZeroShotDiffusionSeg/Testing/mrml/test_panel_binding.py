@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import slicer
-from PyQt5 import QtCore, QtWidgets
+from PyQt5 import QtWidgets
 
 import ctk_mrml_classes
 from scene_builders import oblique_volume
