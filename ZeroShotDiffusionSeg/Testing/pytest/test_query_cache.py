@@ -55,6 +55,8 @@ def test_reprompt_from_the_disk_cache_equals_a_fresh_run_byte_for_byte(tiny_segm
     run_volume(path, tmp_path / "again", tiny_segmenter, second, cache=cache)
     runtime = provenance(tmp_path / "again")["runtime"]
     assert runtime["query_cache"] == "disk hit" and runtime["engine_passes"] == 0
+    segmented = provenance(tmp_path / "again")["slicing"]["slices_segmented"]
+    assert segmented > 1 and runtime["timings_s"]["segment_per_slice"] == pytest.approx(runtime["timings_s"]["segment"] / segmented)
     for name in COMPARED:
         assert (tmp_path / "again" / name).read_bytes() == (tmp_path / "fresh" / name).read_bytes(), name
     assert provenance(tmp_path / "again")["consolidation"]["normal_prompt"] == "healthy liver"
