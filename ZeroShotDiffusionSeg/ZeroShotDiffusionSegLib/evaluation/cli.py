@@ -255,12 +255,16 @@ def run(args) -> int:
     modes += sam_rows.modes(args, cases[0].kind == "volume", segmenter is not None)
 
     records = []
-    for case in tqdm(cases, desc="zsdseg eval", unit="case", file=sys.stderr):
+    # A bar redraws itself with carriage returns: on a terminal only. A log gets one line per case.
+    terminal = sys.stderr.isatty()
+    for number, case in enumerate(tqdm(cases, desc="zsdseg eval", unit="case", file=sys.stderr, disable=not terminal), start=1):
         try:
             records.append(evaluate_case(case, segmenter, args, params, out_dir, refiner))
+            if not terminal:
+                print(f"zsdseg eval: {number}/{len(cases)} {case.name}: {records[-1]['seconds']:.1f} s", file=sys.stderr, flush=True)
         except Exception as error:  # noqa: BLE001 -- one bad case must not end a 100-case run
             message = f"{type(error).__name__}: {error}"
-            tqdm.write(f"zsdseg eval: {case.name} failed: {message}", file=sys.stderr)
+            tqdm.write(f"zsdseg eval: {number}/{len(cases)} {case.name} failed: {message}", file=sys.stderr)
             records.append({"name": case.name, "status": "failed", "image": str(case.image_path), "error": message})
 
     summary = report.summarize_modes(records, modes)
