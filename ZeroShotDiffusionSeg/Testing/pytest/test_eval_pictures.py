@@ -23,6 +23,17 @@ def test_labels_png_is_indexed_colour_holding_the_ids(tmp_path):
     assert len({tuple(c) for c in colours}) == regions.size and (colours.max(axis=1) > 100).all()  # one bright colour each
 
 
+def test_every_region_of_a_label_map_gets_its_own_colour(tmp_path):
+    from ZeroShotDiffusionSegLib.image_io import write_labels_png
+
+    labels = np.repeat(np.repeat(np.arange(40).reshape(5, 8), 10, axis=0), 10, axis=1)
+    write_labels_png(tmp_path / "regions.png", labels)
+    with Image.open(tmp_path / "regions.png") as image:
+        assert image.mode == "P" and np.array_equal(np.asarray(image), labels + 1)
+        colours = {tuple(c) for c in np.asarray(image.convert("RGB")).reshape(-1, 3)}
+    assert len(colours) == 40 and (0, 0, 0) not in colours
+
+
 def test_more_labels_than_a_palette_holds_stay_16_bit_ids(tmp_path):
     from ZeroShotDiffusionSegLib.image_io import write_labels_png
 
