@@ -173,11 +173,12 @@ def wrap(text: str, width: int, draw, font) -> List[str]:
     return lines or [""]
 
 
-def _coverage_note(prediction: Optional[np.ndarray]) -> str:
+def _coverage_note(prediction: Optional[np.ndarray], shown: str) -> str:
+    """" (empty slice)", " (whole image)"...: what the panel shows (a volume's Dice is over the whole volume)."""
     if prediction is None:
         return ""
     prediction = np.asarray(prediction, dtype=bool)
-    return " (empty)" if not prediction.any() else " (whole image)" if prediction.all() else ""
+    return f" (empty {shown})" if not prediction.any() else f" (whole {shown})" if prediction.all() else ""
 
 
 def write_overlay(path: Path, image: np.ndarray, truth: np.ndarray, predictions: Dict[str, np.ndarray], seed_rc=None,
@@ -197,7 +198,7 @@ def write_overlay(path: Path, image: np.ndarray, truth: np.ndarray, predictions:
         if view is not None:
             _draw_edge_letters(ImageDraw.Draw(picture), picture.size, view.edge_letters, font)
         score = f"Dice {dice[mode]:.3f}" if dice and mode in dice else ""
-        title = wrap(mode, picture.width - 8, measure, font) + wrap(score + _coverage_note(prediction), picture.width - 8, measure, font)
+        title = wrap(mode, picture.width - 8, measure, font) + wrap(score + _coverage_note(prediction, "image" if view is None else "slice"), picture.width - 8, measure, font)
         panels.append((title, picture))
     title_height = max(len(title) for title, _ in panels) * line + 6
     gap, margin = 6, 6
