@@ -17,6 +17,7 @@ SUBCOMMANDS = {
     "serve": ("ZeroShotDiffusionSegLib.server.cli", "Serve the engine over HTTP for remote clients."),
     "eval": ("ZeroShotDiffusionSegLib.evaluation.cli", "Evaluate accuracy on images or volumes with ground truth."),
     "bench": ("ZeroShotDiffusionSegLib.evaluation.bench", "Benchmark speed and memory per stage."),
+    "fetch-model": ("ZeroShotDiffusionSegLib.model_fetch", "Download a model folder (safetensors) and check it loads, for offline use."),
 }
 
 

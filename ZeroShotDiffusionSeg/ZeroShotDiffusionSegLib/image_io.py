@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import colorsys
 import os
 import tempfile
 from pathlib import Path
+from typing import List, Optional
 
 import numpy as np
 
@@ -60,8 +62,9 @@ def read_image(path) -> np.ndarray:
     return (array - low) / (high - low) if high > low else np.zeros_like(array)
 
 
-def write_png(path, array: np.ndarray) -> None:
-    """Write atomically (temporary file + rename), so an interrupted run never leaves half a PNG."""
+def write_png(path, array: np.ndarray, palette: Optional[List[int]] = None) -> None:
+    """Write atomically (temporary file + rename), so an interrupted run never leaves half a PNG.
+    ``palette`` (768 values, RGB per index) makes a uint8 array an indexed-colour PNG."""
     from PIL import Image
 
     path = Path(path)
@@ -74,7 +77,10 @@ def write_png(path, array: np.ndarray) -> None:
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(temporary, 0o666 & ~umask)
-        Image.fromarray(array).save(temporary, format="PNG")
+        image = Image.fromarray(array)
+        if palette is not None:
+            image.putpalette(palette)
+        image.save(temporary, format="PNG")
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
@@ -94,3 +100,22 @@ def labels_to_png(labels: np.ndarray) -> np.ndarray:
     labels.nrrd, so that no region is written as 0 (black, "nothing") and programs can read the ids back."""
     numbered = labels.astype(np.int64) + 1
     return numbered.astype(np.uint8 if numbered.max() < 256 else np.uint16)
+
+
+def labels_palette() -> List[int]:
+    """RGB for indices 0..255: 0 black, then hues a golden angle apart (neighbouring ids look different),
+    alternating brightness, so that every region of a label map has its own colour."""
+    colours = [(0, 0, 0)]
+    for index in range(1, 256):
+        hue = (index * 0.618033988749895) % 1.0
+        red, green, blue = colorsys.hsv_to_rgb(hue, 0.75 if index % 2 else 0.95, 1.0 if index % 2 else 0.75)
+        colours.append((round(red * 255), round(green * 255), round(blue * 255)))
+    return [value for colour in colours for value in colour]
+
+
+def write_labels_png(path, labels: np.ndarray) -> None:
+    """Region ids 1..K (``labels_to_png``) as an indexed-colour PNG: a viewer shows each region in its own colour,
+    and a program reading the pixel values (``np.asarray(Image.open(path))``) gets the ids. Over 255 regions a
+    palette cannot hold them: the ids are written as 16-bit grey levels."""
+    numbered = labels_to_png(labels)
+    write_png(path, numbered, labels_palette() if numbered.dtype == np.uint8 else None)

@@ -76,7 +76,7 @@ def run_image(args, params, load_segmenter) -> int:
     from .boundary_command import check_image_boundary, refine_image_mask
     from .engine.selection import validate_seeds
     from .healthy_command import image_params, refine_image
-    from .image_io import labels_to_png, mask_to_png, read_image, soft_to_png, write_png
+    from .image_io import mask_to_png, read_image, soft_to_png, write_labels_png, write_png
     from .prompt_words import normal_prompt_for
     from .segment_request import check_image_outputs, refuse_volume_options
 
@@ -104,7 +104,7 @@ def run_image(args, params, load_segmenter) -> int:
     regions = int(result.labels.max()) + 1
     if mode == "unsupervised":
         for path in {path for path in (args.out, args.labels) if path}:
-            write_png(path, labels_to_png(result.labels))
+            write_labels_png(path, result.labels)
         print(f"{regions} regions -> {args.out or args.labels}")
     else:
         if args.boundary == "sam":
@@ -115,7 +115,7 @@ def run_image(args, params, load_segmenter) -> int:
         chosen = len(set(result.labels[result.mask].tolist()))
         print(f"mask: {int(result.mask.sum())} pixels ({100.0 * result.mask.mean():.1f}%), {chosen} of {regions} regions -> {args.out}")
         if args.labels:
-            write_png(args.labels, labels_to_png(result.labels))
+            write_labels_png(args.labels, result.labels)
     if args.heatmap:
         if result.soft is None:
             print("no heat map in unsupervised mode", file=sys.stderr)

@@ -91,8 +91,11 @@ def refuse_volume_options(args, mode: str) -> None:
     if getattr(args, "progress", None) == "json":
         volume_only.append("--progress json")
     if volume_only:
+        # Only the 2-D counterparts of what was given: a prompt works on an image as it is.
+        instead = [hint for given, hint in ((getattr(args, "seed_ras", None) or getattr(args, "seed_lps", None), "--seed X,Y in pixels"),
+                                            (getattr(args, "out_dir", None), "--out mask.png")) if given]
         raise UserError(f"{', '.join(volume_only)} {'is' if len(volume_only) == 1 else 'are'} for 3-D volumes; "
-                        f"{args.input.name} is a 2-D image (give --seed X,Y in pixels and --out mask.png)")
+                        f"{args.input.name} is a 2-D image" + (f" (give {' and '.join(instead)})" if instead else ""))
     if mode == "unsupervised" and args.prompt is not None:
         raise UserError("--prompt does nothing with --mode unsupervised (every region is kept); leave one of them out")
 

@@ -118,7 +118,8 @@ def test_batch_writes_seg_per_dicom_case_and_redoes_a_case_missing_it(ct_series,
         with open(out / "batch.csv", newline="") as handle:
             return {row["case_id"]: (row["status"], row["error"]) for row in csv.DictReader(handle)}
 
-    assert statuses() == {"ct1": ("done", ""), "plain": ("failed", f"--dicom-seg needs a DICOM series folder as input; "
+    # batch.csv escapes a cell a spreadsheet would read as a formula (one starting with "-") with a leading "'".
+    assert statuses() == {"ct1": ("done", ""), "plain": ("failed", f"'--dicom-seg needs a DICOM series folder as input; "
                                                                   f"{cohort / 'plain.nrrd'} is a file")}
     labels = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "ct1" / "labels.nrrd")))
     seg = hd.seg.segread(str(out / "ct1" / "seg.dcm"))

@@ -195,3 +195,13 @@ def test_both_prompt_rules_come_from_one_pass_of_the_engine(tiny_segmenter):
     assert np.array_equal(aware.soft, tiny_segmenter.segment_batch([image], prompt="liver tumor", normal_prompt="healthy liver")[0].soft)
     assert np.array_equal(plain.soft, tiny_segmenter.segment_batch([image], prompt="liver tumor")[0].soft)
     assert plain.anomaly_map is None and aware.anomaly_map is not None
+
+
+def test_a_log_gets_one_line_per_case_and_no_carriage_returns(pairs_folder, tmp_path, capsys):
+    """stderr is not a terminal here (captured): no progress bar redrawing itself, a plain line per case."""
+    assert cli.run(_parse(str(pairs_folder), "--no-overlays", "--out", str(tmp_path / "out"))) == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    lines = err.splitlines()
+    assert lines[0].startswith("zsdseg eval: 1/3 broken failed:")
+    assert [line.split(":")[1].strip() for line in lines[1:]] == ["2/3 case1", "3/3 case2"]

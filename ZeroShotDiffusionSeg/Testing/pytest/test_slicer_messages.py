@@ -36,7 +36,7 @@ def test_gpu_problems_offer_cpu():
 def test_missing_weights_say_where_to_put_them():
     message = explain("weights for CompVis/stable-diffusion-v1-4 not found and HF_HUB_OFFLINE=1")
     assert message.title == "Model weights missing" and message.actions == [OFFER_CHOOSE_FOLDER]
-    assert "local folder" in message.text and "huggingface-cli download" in message.text
+    assert "local folder" in message.text and "zsdseg fetch-model <model id> --out-dir FOLDER" in message.text
     assert message.text.startswith("weights for CompVis/stable-diffusion-v1-4 not found"), "the engine's reason first"
     for engine_line in ["model folder '/data/sd' does not exist",
                         "could not download model 'CompVis/x' from the Hugging Face hub (ConnectionError: ...)",

@@ -106,6 +106,46 @@ def test_roi_gives_sam_its_rectangle_on_every_slice_it_spans(sphere_case, tmp_pa
     assert len(boxes) == 9 and set(boxes) == {(0, 0, 40 - 15, 33 - 9)}  # slices 2..10, the cropped slice's full extent
 
 
+class BrightInBoxRefiner(RecordingRefiner):
+    """Answers every box with the bright pixels inside it, as SAM would outline every bright blob in an ROI;
+    ``speck`` also marks one pixel far from the box (an attention or SAM stray)."""
+
+    def __init__(self, speck=False):
+        super().__init__()
+        self.speck = speck
+
+    def refine_many(self, images, boxes, points=None):
+        super().refine_many(images, boxes, points)
+        out = []
+        for image, image_boxes in zip(images, boxes):
+            masks = []
+            for x0, y0, x1, y1 in image_boxes:
+                mask = np.zeros(image.shape[:2], dtype=bool)
+                mask[int(y0):int(y1) + 1, int(x0):int(x1) + 1] = image[int(y0):int(y1) + 1, int(x0):int(x1) + 1] > 0.7
+                if self.speck:
+                    mask[0, 0] = True
+                masks.append(mask)
+            out.append(masks)
+        return out
+
+
+@pytest.mark.parametrize("roi, speck", [(((2, 2, 1), (45, 37, 10)), False), (None, True)], ids=["roi-spans-two-lesions", "stray-speck"])
+def test_seed_with_sam_keeps_only_the_part_connected_to_the_seed(tmp_path, monkeypatch, roi, speck):
+    image, _ = sphere_volume(noise_hu=10, radius_mm=5.0, more_spheres=[((9, 8, 6), 4.0)])
+    path = write(image, tmp_path / "two.nrrd")
+    refiner = BrightInBoxRefiner(speck)
+    monkeypatch.setattr("ZeroShotDiffusionSegLib.engine.boundary.shared_refiner", lambda: refiner)
+    seed = image.TransformIndexToPhysicalPoint((24, 20, 6))
+    plain = run_volume(path, tmp_path / "plain", ThresholdSegmenter(), VolumeRequest(seeds=[seed], coordinate_space="LPS", roi_voxels=roi))
+    sam = run_volume(path, tmp_path / "sam", ThresholdSegmenter(),
+                     VolumeRequest(seeds=[seed], coordinate_space="LPS", roi_voxels=roi, boundary="sam"))
+    assert len(plain.lesions) == 1
+    labels = _array(sam.files["labels"])
+    assert len(sam.lesions) == 1 and labels.max() == 1, sam.lesions
+    assert labels[6, 20, 24] == 1  # the seeded sphere, (k, j, i)
+    assert labels[6, 8, 9] == 0 and labels[:, 0, 0].max() == 0  # neither the other sphere nor the stray
+
+
 def test_unsupervised_with_sam_is_refused_before_any_model(sphere_case, tmp_path):
     path, _, _ = sphere_case
     with pytest.raises(UserError, match="needs a selection"):
@@ -139,3 +179,16 @@ def test_cli_2d_boundary_none_is_todays_output_and_sam_writes_a_mask(tmp_path):
     assert (tmp_path / "plain.png").read_bytes() == (tmp_path / "none.png").read_bytes()
     sam = np.asarray(Image.open(tmp_path / "sam.png"))
     assert sam.shape == disk.shape and set(np.unique(sam)) <= {0, 255}
+
+
+def test_a_seed_that_sam_left_out_keeps_the_part_over_its_own_selection():
+    from ZeroShotDiffusionSegLib.volume.sam_refinement import keep_seeded_parts
+
+    selected = np.zeros((3, 10, 10), dtype=bool)
+    selected[1, 2:6, 2:6] = True  # the seed's selection before SAM, the seed at (i, j, k) = (2, 2, 1)
+    refined = np.zeros_like(selected)
+    refined[1, 3:6, 3:6] = True  # SAM shrank it off the seed voxel
+    refined[1, 8:10, 8:10] = True  # and drew a part elsewhere
+    kept = keep_seeded_parts(refined, selected, [(2, 2, 1)])
+    assert kept.sum() == 9 and kept[1, 3:6, 3:6].all()
+    assert not keep_seeded_parts(np.zeros_like(selected), selected, [(2, 2, 1)]).any()

@@ -23,6 +23,8 @@ from .manifest import Case
 
 RECORD_COLUMNS = ["case_id", "path", "status", "lesions", "total_volume_ml", "seconds", "error"]
 BATCH_TABLE = "batch.csv"
+# A spreadsheet reads a cell starting with one of these as a formula (OWASP "CSV injection").
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 @dataclass
@@ -77,15 +79,28 @@ def one_line(error: BaseException) -> str:
 
 
 def new_record(case: Case, status: str = "pending", error: str = "") -> dict:
-    return {"case_id": case.case_id, "path": case.path, "status": status, "lesions": "", "total_volume_ml": "",
-            "seconds": "", "error": error}
+    """A batch.csv row; a number not known (lesions of a failed case, seconds of one not run here) is None:
+    an empty cell in batch.csv, ``null`` in ``--progress json``."""
+    return {"case_id": case.case_id, "path": case.path, "status": status, "lesions": None, "total_volume_ml": None,
+            "seconds": None, "error": error}
+
+
+def case_folder(out_root: Path, case: Case) -> Path:
+    """DIR/<case_id>, refused when it is a symbolic link: the outputs would land wherever it points, outside DIR."""
+    out_dir = Path(out_root) / case.case_id
+    if out_dir.is_symlink():
+        raise UserError(f"{out_dir} is a symbolic link; a case writes only inside --out-dir: remove the link")
+    return out_dir
 
 
 def triage(case: Case, out_root: Path, options: CaseOptions) -> dict:
-    """A case's record before running: failed (invalid row), skipped (already done) or pending."""
+    """A case's record before running: failed (invalid row, unsafe folder), skipped (already done) or pending."""
     if case.error:
         return new_record(case, "failed", case.error)
-    out_dir = Path(out_root) / case.case_id
+    try:
+        out_dir = case_folder(out_root, case)
+    except UserError as error:
+        return new_record(case, "failed", str(error))
     if is_done(case, out_dir, options):
         record = new_record(case, "skipped")
         record["lesions"], record["total_volume_ml"] = lesion_summary(out_dir)
@@ -101,9 +116,9 @@ def run_case(segmenter, case: Case, out_root: Path, options: CaseOptions,
     from ..volume.pipeline import run_volume
 
     start = time.perf_counter()
-    out_dir = Path(out_root) / case.case_id
     record = new_record(case, "failed")
     try:
+        out_dir = case_folder(out_root, case)
         check_dicom_export(case.path, case.request, options.dicom_seg, options.dicom_seg_score)
         result = run_volume(case.path, out_dir, segmenter, case.request, progress=progress, cancel=cancel)
         write_dicom_outputs(case.path, result, case.request, options.dicom_seg, options.dicom_seg_score)
@@ -126,6 +141,11 @@ def write_batch_table(records: List[dict], out_root: Path) -> Path:
     with open(partial, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=RECORD_COLUMNS, lineterminator="\n")
         writer.writeheader()
-        writer.writerows(records)
+        writer.writerows([{key: _cell(value) for key, value in record.items()} for record in records])
     os.replace(partial, path)
     return path
+
+
+def _cell(value):
+    """A text cell that a spreadsheet would run as a formula gets a leading apostrophe (shown as text)."""
+    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value

@@ -13,14 +13,13 @@ from __future__ import annotations
 import fcntl
 import functools
 import json
-import shutil
 import sys
 import threading
 import time
 from pathlib import Path
 
 from ..errors import Cancelled, UserError
-from ..volume.outputs import STAGING_PREFIX
+from ..volume.outputs import process_exists, remove_stale_staging
 from .cases import CaseOptions, run_case, triage, write_batch_table
 from .manifest import CASE_COLUMNS, load_cases
 
@@ -64,16 +63,19 @@ def _lock(out_root: Path):
 
 
 def prepare_out_dir(out_root: Path) -> None:
-    """Create DIR, take its lock, and remove staging folders an interrupted (killed) batch left behind."""
+    """Create DIR, take its lock, and remove what an interrupted (killed) run left behind: staging folders
+    and half-written files whose process is gone. A live ``zsdseg segment`` writing into DIR keeps its own."""
     try:
         out_root.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise UserError(f"cannot create the output folder {out_root}: {error.strerror}") from None
     lock = _lock(out_root)
-    for staging in [*out_root.glob(STAGING_PREFIX + "*"), *out_root.glob("*/" + STAGING_PREFIX + "*")]:
-        shutil.rmtree(staging, ignore_errors=True)
-    for partial in [*out_root.glob(".*.partial"), *out_root.glob("*/.*.partial")]:  # batch.csv, seg.dcm in writing
-        partial.unlink(missing_ok=True)
+    for folder in [out_root, *(p for p in out_root.iterdir() if p.is_dir() and not p.is_symlink())]:
+        remove_stale_staging(folder)
+        for partial in folder.glob(".*.partial"):  # batch.csv, seg.dcm in writing: ".<name>.<pid>.partial"
+            pid = partial.name[: -len(".partial")].rsplit(".", 1)[-1]
+            if pid.isdigit() and not process_exists(int(pid)):
+                partial.unlink(missing_ok=True)
     return lock
 
 

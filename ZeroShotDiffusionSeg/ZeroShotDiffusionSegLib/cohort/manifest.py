@@ -38,7 +38,10 @@ CASE_COLUMNS = {
     "min_volume": "drop lesions smaller than this (mm3)",
     "series_uid": "the DICOM series to read when the folder holds several",
 }
-_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # whole id (fullmatch: a trailing newline is not safe)
+# A case id names a folder; file systems take 255 bytes per name, and a shorter bound leaves room for
+# the hidden files written beside the outputs (".seg.dcm.<pid>.partial").
+MAX_CASE_ID = 128
 
 
 @dataclass
@@ -82,6 +85,18 @@ def _row_namespace(args: argparse.Namespace, row: Dict[str, str]) -> argparse.Na
     return ns
 
 
+def input_kind_error(path: Path) -> Optional[str]:
+    """Why ``path`` cannot be a case's input without reading it, or None. A FIFO, socket or device
+    would block the reader (and the checksum) forever instead of failing; a missing path is left to
+    the volume reader, which says so."""
+    try:
+        if not path.exists() or path.is_file() or path.is_dir():
+            return None
+    except OSError as error:  # a name too long, a loop of links
+        return f"cannot use {path} as an input: {error.strerror}"
+    return f"{path} is not a regular file or a folder (a FIFO, socket or device); give a volume file or a DICOM folder"
+
+
 def case_from_row(args: argparse.Namespace, row: Dict[str, str], base: Path) -> Case:
     from ..segment_request import volume_request_from_args
     from ..volume.pipeline import resolve_mode
@@ -89,7 +104,9 @@ def case_from_row(args: argparse.Namespace, row: Dict[str, str], base: Path) -> 
     path = Path(row["path"]).expanduser()
     path = path if path.is_absolute() else base / path
     case_id = row.get("case_id") or default_case_id(path)
-    case = Case(case_id, str(path))
+    case = Case(case_id, str(path), error=input_kind_error(path))
+    if case.error:
+        return case
     try:
         request = volume_request_from_args(_row_namespace(args, row))
         if row.get("series_uid"):
@@ -143,12 +160,22 @@ def load_cases(args: argparse.Namespace) -> List[Case]:
     else:
         rows, base = read_manifest(source), source.absolute().parent
     cases = [case_from_row(args, row, base) for row in rows]
-    seen: Dict[str, str] = {}
+    seen: Dict[str, Case] = {}
     for case in cases:
-        if not _SAFE_ID.match(case.case_id):
-            raise UserError(f"case id {case.case_id!r} is not a safe folder name (letters, digits, '.', '_', '-')")
-        if case.case_id in seen:
-            raise UserError(f"two cases share the id {case.case_id!r} ({seen[case.case_id]} and {case.path}); "
-                            "give a case_id column")
-        seen[case.case_id] = case.path
+        check_case_id(case.case_id)
+        # Compared without case: on a case-insensitive file system (macOS, Windows shares) "A" and "a" are one folder.
+        same = seen.get(case.case_id.casefold())
+        if same is not None:
+            ids = repr(case.case_id) if same.case_id == case.case_id else f"{same.case_id!r} / {case.case_id!r}"
+            raise UserError(f"two cases share the id {ids} ({same.path} and {case.path}); ids must differ in more than "
+                            "upper/lower case; give a case_id column")
+        seen[case.case_id.casefold()] = case
     return cases
+
+
+def check_case_id(case_id: str) -> None:
+    """A case id must be a plain folder name inside --out-dir: nothing that climbs out or hides."""
+    if len(case_id) > MAX_CASE_ID:
+        raise UserError(f"case id {case_id[:40]!r}... is {len(case_id)} characters long; at most {MAX_CASE_ID}")
+    if not _SAFE_ID.fullmatch(case_id):
+        raise UserError(f"case id {case_id!r} is not a safe folder name (letters, digits, '.', '_', '-')")

@@ -116,7 +116,8 @@ def _hub_folder(model: str) -> Path:
         if offline:
             raise ModelLoadError(
                 f"model '{model}' is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and the hub is "
-                f"disabled (HF_HUB_OFFLINE=1). Pass a local diffusers folder with --model /path/to/folder, "
+                f"disabled (HF_HUB_OFFLINE=1). Pass a local diffusers folder with --model /path/to/folder (make one on "
+                f"a connected machine: zsdseg fetch-model {model} --out-dir FOLDER, then copy it), "
                 f"or go online once to download it") from cached_error
     try:
         return Path(snapshot_download(model, allow_patterns=HUB_ALLOW_PATTERNS))
@@ -125,7 +126,7 @@ def _hub_folder(model: str) -> Path:
             f"could not download model '{model}' from the Hugging Face hub ({type(error).__name__}: {_first_line(error)[:160]}). "
             f"Looked in the cache ({constants.HF_HUB_CACHE}) and online. Check the id and your connection "
             f"(accept the model licence on huggingface.co if it is gated), or pass a local diffusers folder "
-            f"with --model /path/to/folder") from None
+            f"with --model /path/to/folder (made on a connected machine by zsdseg fetch-model {model})") from None
 
 
 def _weight_file(folder: Path, component: str, model: str) -> Path:

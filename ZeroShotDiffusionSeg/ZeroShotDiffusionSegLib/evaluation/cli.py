@@ -21,7 +21,7 @@ import numpy as np
 from ..engine.types import SegmentationParams
 from ..errors import UserError
 from ..prompt_words import normal_prompt_for
-from . import baselines, healthy_column, layouts, report, sam_rows
+from . import baselines, healthy_column, layouts, overlays, report, sam_rows
 from .metrics import case_metrics
 from .oracle import greedy_union, hungarian_segment, per_slice_unique
 from .seeding import seed_at_centroid
@@ -198,7 +198,8 @@ def evaluate_case(case, segmenter, args, params, out_dir: Path, refiner=None) ->
         predictions.update(sam_rows.predictions(refiner, image, truth, is_volume, args, case.name, predictions.get("deployed")))
     metrics = {mode: case_metrics(prediction, truth, loaded.spacing) for mode, prediction in predictions.items()}
     if not args.no_overlays and predictions:
-        _write_case_overlay(out_dir / "overlays" / f"{_file_name(case.name)}.png", image, truth, predictions, seed, is_volume)
+        _write_case_overlay(out_dir / "overlays" / f"{_file_name(case.name)}.png", case, image, truth, predictions, seed,
+                            volume, metrics, report.is_meaningless(args.model))
     return {
         "name": case.name,
         "status": "ok",
@@ -213,15 +214,26 @@ def evaluate_case(case, segmenter, args, params, out_dir: Path, refiner=None) ->
     }
 
 
-def _write_case_overlay(path: Path, image, truth, predictions, seed, is_volume) -> None:
-    """2-D: the image. 3-D: the slice (first array axis) through the seed, or the middle one."""
+def _write_case_overlay(path: Path, case, image, truth, predictions, seed, volume, metrics, random_weights: bool) -> None:
+    """2-D: the image as it is. 3-D: the slice through the seed (or the middle one) along the axis closest to
+    axial, turned as Slicer shows it (``overlays.SliceView``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    if is_volume:
-        index = seed[0] if seed is not None else truth.shape[0] // 2
-        report.write_overlay(path, report.window_for_display(image[index]), truth[index],
-                             {mode: p[index] for mode, p in predictions.items()}, seed[1:] if seed is not None else None)
-    else:
-        report.write_overlay(path, image, truth, predictions, seed)
+    dice = {mode: values["dice"] for mode, values in metrics.items()}
+    if volume is None:
+        overlays.write_overlay(path, image, truth, predictions, seed, dice, case.name, random_weights)
+        return
+    view = overlays.SliceView.for_image(volume.GetDirection(), volume.GetSpacing())
+    numpy_axis = 2 - view.slice_axis
+    index = seed[numpy_axis] if seed is not None else truth.shape[numpy_axis] // 2
+    raw_truth = view.raw_slice(truth, index)
+    seed_rc = None
+    if seed is not None:
+        seed_rc = view.point_to_screen(*[seed[axis] for axis in range(3) if axis != numpy_axis], raw_truth.shape)
+    heading = (f"{case.name}: {view.view} slice {'ijk'[view.slice_axis]} = {index} of {truth.shape[numpy_axis]}"
+               f"{' through the seed' if seed is not None else ''}, as Slicer shows it (patient's right on the left)")
+    overlays.write_overlay(path, overlays.window_for_display(view.to_screen(view.raw_slice(image, index))), view.to_screen(raw_truth),
+                           {mode: view.to_screen(view.raw_slice(p, index)) for mode, p in predictions.items()}, seed_rc, dice,
+                           heading, random_weights, view)
 
 
 def run(args) -> int:
@@ -255,12 +267,16 @@ def run(args) -> int:
     modes += sam_rows.modes(args, cases[0].kind == "volume", segmenter is not None)
 
     records = []
-    for case in tqdm(cases, desc="zsdseg eval", unit="case", file=sys.stderr):
+    # A bar redraws itself with carriage returns: on a terminal only. A log gets one line per case.
+    terminal = sys.stderr.isatty()
+    for number, case in enumerate(tqdm(cases, desc="zsdseg eval", unit="case", file=sys.stderr, disable=not terminal), start=1):
         try:
             records.append(evaluate_case(case, segmenter, args, params, out_dir, refiner))
+            if not terminal:
+                print(f"zsdseg eval: {number}/{len(cases)} {case.name}: {records[-1]['seconds']:.1f} s", file=sys.stderr, flush=True)
         except Exception as error:  # noqa: BLE001 -- one bad case must not end a 100-case run
             message = f"{type(error).__name__}: {error}"
-            tqdm.write(f"zsdseg eval: {case.name} failed: {message}", file=sys.stderr)
+            tqdm.write(f"zsdseg eval: {number}/{len(cases)} {case.name} failed: {message}", file=sys.stderr)
             records.append({"name": case.name, "status": "failed", "image": str(case.image_path), "error": message})
 
     summary = report.summarize_modes(records, modes)

@@ -1,6 +1,5 @@
-"""What ``zsdseg eval`` writes: results.json (everything, per case and per set), report.md (the
-per-set table a person reads) and one overlay PNG per case (ground truth green, prediction red,
-seed yellow; one panel per selection mode)."""
+"""What ``zsdseg eval`` writes: results.json (everything, per case and per set) and report.md (the
+per-set table a person reads). The overlay PNG per case is drawn by ``overlays``."""
 
 from __future__ import annotations
 
@@ -11,7 +10,6 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .metrics import surface
 from .statistics import summarize
 
 METRICS = ("dice", "iou", "hd95")
@@ -148,51 +146,3 @@ def summary_row(metrics: dict, digits: int = 3) -> str:
         number(hd95["median"], 1),
         str(hd95["n_undefined"]),
     ])
-
-
-def _to_rgb8(image: np.ndarray) -> np.ndarray:
-    image = np.asarray(image, dtype=np.float64)
-    if image.ndim == 2:
-        image = np.repeat(image[..., None], 3, axis=2)
-    return (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-
-
-def window_for_display(array: np.ndarray) -> np.ndarray:
-    """Any-range slice to [0, 1] by its 1st-99th percentiles, for overlays of CT and MR."""
-    low, high = np.percentile(array, [1, 99])
-    return np.clip((array - low) / (high - low), 0.0, 1.0) if high > low else np.zeros_like(array, dtype=np.float64)
-
-
-def overlay_panel(image: np.ndarray, truth: np.ndarray, prediction: Optional[np.ndarray], seed_rc=None) -> np.ndarray:
-    """RGB uint8: the image with the truth's outline in green, the prediction's in red, the seed in yellow."""
-    rgb = _to_rgb8(image).copy()
-    if prediction is not None:
-        rgb[surface(np.asarray(prediction, dtype=bool))] = (255, 40, 40)
-    rgb[surface(np.asarray(truth, dtype=bool))] = (40, 220, 40)
-    if seed_rc is not None:
-        row, col = seed_rc
-        arm = max(2, min(rgb.shape[:2]) // 60)
-        rgb[max(row - arm, 0) : row + arm + 1, col] = (255, 230, 0)
-        rgb[row, max(col - arm, 0) : col + arm + 1] = (255, 230, 0)
-    return rgb
-
-
-def write_overlay(path: Path, image: np.ndarray, truth: np.ndarray, predictions: Dict[str, np.ndarray], seed_rc=None) -> None:
-    """One panel per mode side by side, each titled with the mode's name."""
-    from PIL import Image, ImageDraw
-
-    title_height = 14
-    panels = []
-    for mode, prediction in predictions.items():
-        panel = Image.fromarray(overlay_panel(image, truth, prediction, seed_rc))
-        titled = Image.new("RGB", (panel.width, panel.height + title_height), (0, 0, 0))
-        titled.paste(panel, (0, title_height))
-        ImageDraw.Draw(titled).text((2, 1), mode, fill=(255, 255, 255))
-        panels.append(titled)
-    width = sum(p.width for p in panels) + 2 * (len(panels) - 1)
-    sheet = Image.new("RGB", (width, panels[0].height), (255, 255, 255))
-    x = 0
-    for panel in panels:
-        sheet.paste(panel, (x, 0))
-        x += panel.width + 2
-    sheet.save(path)

@@ -78,7 +78,8 @@ _RULES = [
                 r"could not download model|could not load model|model folder|diffusers folder|unknown model", re.I),
      "Model weights missing",
      "Connect to the internet for the first download, or download the model once "
-     "(huggingface-cli download <model id>) and choose its folder as 'Model' in Advanced: "
+     "on a connected machine (zsdseg fetch-model <model id> --out-dir FOLDER), copy the folder and choose it as "
+     "'Model' in Advanced: "
      "a local folder works offline.",
      [OFFER_CHOOSE_FOLDER], True),
 ]

@@ -64,7 +64,9 @@ class StagedOutputFolder:
 
     def commit(self) -> Dict[str, Path]:
         """Move the staged files into the output folder; returns key -> final path."""
-        keys = [key for key in ALL_OUTPUT_NAMES if self.path(key).exists()]
+        # provenance.json last: a folder whose provenance names a request holds that request's other files,
+        # even after a kill -9 between two renames (a resumed batch trusts it).
+        keys = sorted((key for key in ALL_OUTPUT_NAMES if self.path(key).exists()), key=lambda key: key == "provenance")
         if not self.out_dir.exists():
             self.out_dir.parent.mkdir(parents=True, exist_ok=True)
         if not self.out_dir.exists() and self.staging.parent == self.out_dir.parent:
@@ -96,14 +98,15 @@ def remove_stale_staging(folder: Path) -> List[Path]:
     removed = []
     for staging in folder.glob(STAGING_PREFIX + "*"):
         pid_text = staging.name[len(STAGING_PREFIX):].split("-", 1)[0]
-        if not pid_text.isdigit() or not staging.is_dir() or staging.is_symlink() or _process_exists(int(pid_text)):
+        if not pid_text.isdigit() or not staging.is_dir() or staging.is_symlink() or process_exists(int(pid_text)):
             continue
         shutil.rmtree(staging, ignore_errors=True)
         removed.append(staging)
     return removed
 
 
-def _process_exists(pid: int) -> bool:
+def process_exists(pid: int) -> bool:
+    """Whether a process with this id runs on this machine (another user's counts: it is left alone)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

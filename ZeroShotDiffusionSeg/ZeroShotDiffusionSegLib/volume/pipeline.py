@@ -380,7 +380,8 @@ def run_volume(
             io.write_image(io.image_like(label_array, image), staged.path("labels"))
             io.write_image(io.image_like(score, image), staged.path("score"))
             outputs.write_lesions_csv(lesions, staged.path("lesions"))
-        timings = dict(watch.seconds, segment_per_slice=watch.seconds["segment"] / max(runner.slices, 1))
+        # Per slice that went through the engine; on a cache hit none did, and the stage scored every slice.
+        timings = dict(watch.seconds, segment_per_slice=watch.seconds["segment"] / (runner.slices or count))
         summary = {"prompt_raw_score_max": volume_max,
                    "normal_prompt": normal_prompt_for(request.prompt, request.normal_prompt) if mode == "prompt" else None,
                    "components_dropped_below_min_volume": dropped, "lesions": len(lesions)}

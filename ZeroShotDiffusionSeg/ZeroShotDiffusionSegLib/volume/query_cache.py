@@ -8,23 +8,28 @@ prompt, the temperature and the selection threshold are not in the key: they are
 
 Entries live in memory (the warm worker, the server) and optionally on disk (``--cache-dir``), each
 tier bounded by ``limit_mb`` and evicting the least recently used entry. Disk entries are written to
-a temporary file and renamed into place; one that cannot be read, is truncated, or whose recorded key
-differs from the one asked for is ignored (and replaced by the rebuilt entry), never trusted.
+a temporary file and renamed into place. A disk entry is checked against what it must be before it is
+used (``entry_problem``): the key it was stored under, the slices, and per slice the partition's dtype,
+shape and range, the image shape the slicing gives, and every layer's queries (names, fp16, the shape
+the model's layer produces, finite values). One that fails, cannot be read or is truncated is ignored,
+logged, and replaced by the rebuilt entry: never trusted.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import uuid
 from collections import OrderedDict
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 from ..errors import UserError
 
-FORMAT_VERSION = 1
+log = logging.getLogger("zsdseg.cache")
+FORMAT_VERSION = 2  # 2: the key holds each kept layer's query shape
 DEFAULT_LIMIT_MB = 4096.0  # one 300-slice 512 px volume with SD 1.x is ~3.1 GB (README)
 SUFFIX = ".zsdq"
 PASS_PARAMETERS = ("timestep", "noise_seed", "kl_threshold", "grid_points", "iterations", "refine")
@@ -44,8 +49,77 @@ def cache_fields(checksum: str, segmenter, params, axis: int, box, choice, slice
         "roi": [list(map(int, box.lower)), list(map(int, box.upper))],
         "intensity": [bool(choice.is_ct), float(choice.lower), float(choice.upper)],
         "slices": [int(index) for index in slices],
+        "queries": {name: list(shape) for name, shape in sorted(query_shapes(backbone.unet).items())},
         **{name: getattr(params, name) for name in PASS_PARAMETERS},
     }
+
+
+def query_shapes(unet) -> Dict[str, Tuple[int, int, int]]:
+    """Layer name -> (heads, pixels, head dim) of the queries a pass keeps (``prompt_maps.query_sides``):
+    every cross-attention layer coarser than the latent, its side followed through the UNet's down- and
+    upsamplers. Known without running the model, so a cached entry can be checked against it."""
+    from ..engine.prompt_maps import cross_attention_layers, query_sides
+
+    latent = int(unet.config.sample_size)
+    side, sides = latent, {}
+    for number, block in enumerate(unet.down_blocks):
+        sides[f"down_blocks.{number}"] = side
+        side = side // 2 if getattr(block, "downsamplers", None) else side
+    sides["mid_block"] = side
+    for number, block in enumerate(unet.up_blocks):
+        sides[f"up_blocks.{number}"] = side
+        side = side * 2 if getattr(block, "upsamplers", None) else side
+    kept = set(query_sides(latent))
+    shapes = {}
+    for name, attn in cross_attention_layers(unet).items():
+        block = name.split(".attentions.")[0]
+        if sides.get(block) in kept:
+            shapes[name] = (int(attn.heads), sides[block] ** 2, int(attn.to_q.out_features) // int(attn.heads))
+    return shapes
+
+
+def _slice_shape(fields: dict) -> Optional[Tuple[int, int]]:
+    """(rows, columns) of every slice the key's ROI and axis give (``SlicePlan``: rows = the larger ITK axis)."""
+    if "roi" not in fields or "axis" not in fields:
+        return None
+    lower, upper = fields["roi"]
+    row_axis, column_axis = sorted((a for a in range(3) if a != fields["axis"]), reverse=True)
+    return upper[row_axis] - lower[row_axis] + 1, upper[column_axis] - lower[column_axis] + 1
+
+
+def entry_problem(data, fields: dict) -> Optional[str]:
+    """Why a loaded disk entry is not the entry of ``fields`` (None: it is). Checks only what the key fixes;
+    a key without some field (a test's) skips that check."""
+    import torch
+
+    if not isinstance(data, dict) or not isinstance(data.get("slices"), dict):
+        return "not a cache entry"
+    if data.get("fields") != json.dumps(fields, sort_keys=True):
+        return "it was stored under another key"
+    if sorted(data["slices"]) != sorted(fields["slices"]):
+        return "its slices differ from the key's"
+    resolution, image_shape, layers = fields.get("resolution"), _slice_shape(fields), fields.get("queries")
+    for index, entry in data["slices"].items():
+        labels, queries = entry.get("labels"), entry.get("queries")
+        if not isinstance(labels, torch.Tensor) or labels.dtype != torch.int16:
+            return f"slice {index}: the partition is not int16"
+        if resolution is not None and tuple(labels.shape) != (resolution, resolution):
+            return f"slice {index}: partition shape {tuple(labels.shape)}, the model's is ({resolution}, {resolution})"
+        if labels.numel() and int(labels.min()) < 0:
+            return f"slice {index}: negative region ids"
+        shape = tuple(entry.get("shape") or ())
+        if len(shape) != 2 or min(shape) < 1 or (image_shape is not None and shape != image_shape):
+            return f"slice {index}: image shape {shape}, the slicing gives {image_shape}"
+        if not isinstance(queries, dict) or (layers is not None and sorted(queries) != sorted(layers)):
+            return f"slice {index}: other attention layers than the model's"
+        for name, query in queries.items():
+            if not isinstance(query, torch.Tensor) or query.dtype != torch.float16:
+                return f"slice {index}: queries of {name} are not fp16"
+            if layers is not None and list(query.shape) != list(layers[name]):
+                return f"slice {index}: queries of {name} have shape {tuple(query.shape)}, the model's {tuple(layers[name])}"
+            if not bool(torch.isfinite(query).all()):
+                return f"slice {index}: queries of {name} hold NaN or infinite values"
+    return None
 
 
 def cache_key(fields: dict) -> str:
@@ -145,18 +219,17 @@ class QueryCache:
 
         try:
             data = torch.load(self._path(key), map_location="cpu", weights_only=True)
-            if data["fields"] != json.dumps(fields, sort_keys=True):
-                return None
-            states = {}
-            for index, entry in data["slices"].items():
-                queries = {name: query.to(device) if device is not None else query for name, query in entry["queries"].items()}
-                if entry["labels"].dtype != torch.int16 or any(query.dtype != torch.float16 for query in queries.values()):
-                    return None
-                labels = entry["labels"].to(device) if device is not None else entry["labels"]
-                states[int(index)] = SliceState(labels, tuple(int(v) for v in entry["shape"]), queries)
-            if sorted(states) != sorted(fields["slices"]):
-                return None
-        except Exception:  # noqa: BLE001 - a damaged entry of any kind is rebuilt, never trusted
+            problem = entry_problem(data, fields)
+        except Exception as error:  # noqa: BLE001 - a damaged entry of any kind is rebuilt, never trusted
+            problem = f"it cannot be read ({type(error).__name__})"
+        if problem is not None:
+            log.warning("query cache: ignoring entry %s in %s (%s); the pass runs again and replaces it",
+                        key[:12], self.directory, problem)
             return None
+        states = {}
+        for index, entry in data["slices"].items():
+            queries = {name: query.to(device) if device is not None else query for name, query in entry["queries"].items()}
+            labels = entry["labels"].to(device) if device is not None else entry["labels"]
+            states[int(index)] = SliceState(labels, tuple(int(v) for v in entry["shape"]), queries)
         os.utime(self._path(key))  # most recently used, for the disk LRU
         return states

@@ -6,6 +6,10 @@ ROI's in-plane rectangle is SAM's box on every segmented slice it spans (a box -
 whatever the attention selected there. The refined slices replace the selection, then go through
 the same consolidation (components, minimum volume, numbering). The score map is left as it was:
 it stays the attention score.
+
+In seed mode SAM may draw pieces apart from the seeded lesion (look-alike tissue in a box, or
+anywhere in an ROI's rectangle); seed mode promises the connected part under the seed, so only the
+refined mask's 3-D parts that hold a seed are kept (``keep_seeded_parts``).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 from typing import Dict, List, Tuple
 
 import numpy as np
+from scipy import ndimage
 
 from ..errors import UserError
 from ..progress import check_cancel
@@ -72,4 +77,26 @@ def refine_volume(prepared, selected: np.ndarray, score: np.ndarray, request, ca
             plan.insert(refined, index, mask)
         if on_progress is not None:
             on_progress(start + len(chunk), len(work))
-    return refined
+    return keep_seeded_parts(refined, selected, prepared.seeds) if prepared.seeds else refined
+
+
+def keep_seeded_parts(refined: np.ndarray, selected: np.ndarray, seeds) -> np.ndarray:
+    """The face-connected 3-D parts of ``refined`` (as consolidation numbers them) that hold a seed voxel.
+
+    A seed whose voxel SAM left out keeps the refined part overlapping most of the seed's own
+    selection (``selected``, grown from the seed before SAM), so a seed still gives at most one lesion."""
+    parts, count = ndimage.label(refined)
+    if count == 0:
+        return refined
+    seeded_selection, _ = ndimage.label(selected)
+    kept = set()
+    for voxel in seeds:
+        at = tuple(int(v) for v in reversed(voxel))  # ITK (i, j, k) -> numpy (k, j, i)
+        part = int(parts[at])
+        if part == 0 and seeded_selection[at]:
+            overlaps = np.bincount(parts[seeded_selection == seeded_selection[at]], minlength=count + 1)
+            overlaps[0] = 0
+            part = int(np.argmax(overlaps)) if overlaps.max() > 0 else 0
+        if part:
+            kept.add(part)
+    return np.isin(parts, sorted(kept))
