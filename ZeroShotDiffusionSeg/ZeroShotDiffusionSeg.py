@@ -4,10 +4,12 @@ This file declares the module and wires the panel to ZeroShotDiffusionSegLib: th
 ``slicer/logic.py``, what the panel shows is ``slicer/run_view.py``; both are tested there.
 """
 
+from typing import Annotated
+
 import qt
 import slicer
 from slicer import vtkMRMLMarkupsFiducialNode, vtkMRMLMarkupsROINode, vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
-from slicer.parameterNodeWrapper import parameterNodeWrapper
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import ScriptedLoadableModule, ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget
 from slicer.util import VTKObservationMixin
 
@@ -29,25 +31,30 @@ class ZeroShotDiffusionSeg(ScriptedLoadableModule):
                                       "Model weights are licensed separately (CreativeML OpenRAIL-M / Open RAIL++-M).")
 
 
+DEFAULTS, RANGES = panel.PanelSettings(), panel.RANGES  # defaults: the request dataclasses'; ranges: the .ui's
+
+
 @parameterNodeWrapper
 class ZeroShotDiffusionSegParameterNode:
+    """Bound to the .ui by Slicer: combo boxes need Choice, number widgets take their range from the annotation."""
+
     inputVolume: vtkMRMLScalarVolumeNode
-    mode: str = "Text prompt"
-    prompt: str = ""
+    mode: Annotated[str, Choice(list(panel.MODES))] = panel.option_text(panel.MODES, DEFAULTS.mode)
+    prompt: str = DEFAULTS.prompt
     seedPoints: vtkMRMLMarkupsFiducialNode
     roi: vtkMRMLMarkupsROINode
     outputSegmentation: vtkMRMLSegmentationNode
-    perLesion: bool = True
-    pseudoHealthy: bool = False
-    klThreshold: float = 1.1
-    timestep: int = 300
-    selectionThreshold: float = 0.5
-    sliceAxis: str = "Auto (closest to axial)"
-    batchSize: int = 0
-    minVolume: float = 0.0
-    device: str = "Auto (GPU if available)"
-    model: str = panel.DEFAULT_MODEL
-    serverUrl: str = ""
+    perLesion: bool = DEFAULTS.per_lesion
+    pseudoHealthy: bool = DEFAULTS.pseudo_healthy
+    klThreshold: Annotated[float, WithinRange(*RANGES["kl_threshold"])] = DEFAULTS.kl_threshold
+    timestep: Annotated[int, WithinRange(*RANGES["timestep"])] = DEFAULTS.timestep
+    selectionThreshold: Annotated[float, WithinRange(*RANGES["selection_threshold"])] = DEFAULTS.selection_threshold
+    sliceAxis: Annotated[str, Choice(list(panel.AXES))] = panel.option_text(panel.AXES, DEFAULTS.axis)
+    batchSize: Annotated[int, WithinRange(*RANGES["batch_size"])] = DEFAULTS.batch_size  # minimum: "Auto"
+    minVolume: Annotated[float, WithinRange(*RANGES["min_volume_mm3"])] = DEFAULTS.min_volume_mm3
+    device: Annotated[str, Choice(list(panel.DEVICES))] = panel.option_text(panel.DEVICES, DEFAULTS.device)
+    model: str = DEFAULTS.model
+    serverUrl: str = DEFAULTS.server_url
 
 
 class ZeroShotDiffusionSegLogic(logic.ZeroShotDiffusionSegLogic):
@@ -90,6 +97,7 @@ class ZeroShotDiffusionSegWidget(ScriptedLoadableModuleWidget, VTKObservationMix
     def cleanup(self):
         self.view.timer.stop()
         self.removeObservers()
+        self.setParameterNode(None)  # unbound: the node outlives these widgets (module reload)
         if self.logic:
             self.logic.shutdown()
 
@@ -115,24 +123,14 @@ class ZeroShotDiffusionSegWidget(ScriptedLoadableModuleWidget, VTKObservationMix
             self._parameterNode.inputVolume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
 
     def setParameterNode(self, parameterNode, connect=True):
-        if self._parameterNode and self._guiTag:
+        if self._parameterNode and self._guiTag is not None:  # the first tag connectGui returns is 0
             self._parameterNode.disconnectGui(self._guiTag)
         self._parameterNode, self._guiTag = parameterNode, None
         if parameterNode and connect:
             self._guiTag = parameterNode.connectGui(self.ui)
 
     def onApplyButton(self):
-        if self.logic.busy:
-            self.logic.cancel()
-            return
-        with slicer.util.tryWithErrorDisplay("Cannot start the segmentation.", waitCursor=True):
-            settings = self.logic.settingsFrom(self._parameterNode, self.ui.serverTokenLineEdit.text)
-            if not self.logic.setupEngine(settings, self.resourcePath("requirements.txt")):
-                return
-            self.ui.progressBar.value = 0
-            self.logic.start(self._parameterNode, settings)
-            self.view.log(f"Started: {settings.mode}, engine {self.logic.runner.describe()}")
-            self.view.setRunning(True)
+        self.view.onApply(self.resourcePath("requirements.txt"))
 
 
 class ZeroShotDiffusionSegTest(ScriptedLoadableModuleTest):

@@ -5,7 +5,8 @@ scene, logics and ``slicer.app`` on the real ``slicer`` package, while the stand
 a fake ``slicer`` module in its place. The runtime files slicer-core lacks (ScriptedLoadableModule.py,
 parameterNodeWrapper/, terminology and colour files) are read from ``$ZSD_SLICER_RUNTIME``, else from
 ``../shared/slicer-runtime`` beside the repository. Without the wheel or the runtime every test is skipped
-with the reason; with ``ZSD_REQUIRE_SLICER=1`` (CI) that is an error instead.
+with the reason; with ``ZSD_REQUIRE_SLICER=1`` (CI) that is an error instead, and so is a missing PyQt5
+(the ``qt`` module that runs the panel's widgets offscreen, ``pythonqt.py``).
 """
 
 from __future__ import annotations
@@ -42,7 +43,9 @@ def _start_headless_slicer():
             sys.path.insert(0, str(path))
     import headless_slicer
 
-    headless_slicer.start(str(runtime))
+    app = headless_slicer.start(str(runtime), str(MODULE_DIR))
+    if not app.realQt and os.environ.get("ZSD_REQUIRE_SLICER") == "1":
+        return "PyQt5 is not installed: the panel's binding tests need it (pip install -e \".[slicer-test]\")"
     return None
 
 

@@ -3,13 +3,19 @@
 slicer-core has the MRML classes, the module logics and Slicer's own ``slicer/util.py`` but no
 application. This wires them the way qSlicerCoreApplication does and adds only stand-ins for what
 is Qt in Slicer: ``slicer.app`` (testing flag, temporary folder, a volumes-only IO manager), the
-subject-hierarchy items that the Qt-side plugin logic creates for new nodes, and import-time
-dummies for ``qt``/``ctk``. Adapted from the example in the shared slicer-runtime folder.
+subject-hierarchy items that the Qt-side plugin logic creates for new nodes, and ``qt``/``ctk``:
+real PyQt5 widgets offscreen with PythonQt's rules (``pythonqt.py``) when PyQt5 is installed, else
+import-time dummies. Adapted from the example in the shared slicer-runtime folder.
+
+The temporary folder (``slicer.app.temporaryPath``, with the test QSettings in it) is removed when the
+process exits.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 import types
@@ -38,10 +44,25 @@ def _dummy_module(name):
     return module
 
 
-def install_qt_stubs():
-    """PythonQt and CTK are not in slicer-core: import-time dummies, nothing is drawn or stored."""
+def qt_available():
+    try:
+        import PyQt5.QtWidgets  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def install_qt(settings_dir):
+    """PythonQt and CTK are not in slicer-core: PyQt5 with PythonQt's rules if installed (True), else
+    import-time dummies that draw and store nothing (False)."""
+    if qt_available():
+        import pythonqt
+
+        pythonqt.install(settings_dir)
+        return True
     for name in ("qt", "ctk"):
         sys.modules.setdefault(name, _dummy_module(name))
+    return False
 
 
 class VolumesIOManager:
@@ -101,10 +122,10 @@ class App:
 
     applicationName = "HeadlessSlicerCore"
 
-    def __init__(self, scene, app_logic, volumes_logic):
-        self.mrmlScene, self._app_logic = scene, app_logic
-        self.temporaryPath = tempfile.mkdtemp(prefix="zsd-headless-slicer-")
+    def __init__(self, scene, app_logic, volumes_logic, temporary_path):
+        self.mrmlScene, self._app_logic, self.temporaryPath = scene, app_logic, temporary_path
         self._io = VolumesIOManager(scene, volumes_logic)
+        self._module_manager = None
 
     def testingEnabled(self):
         return True
@@ -119,7 +140,22 @@ class App:
         return None
 
     def processEvents(self):
-        pass
+        if "PyQt5.QtWidgets" in sys.modules and sys.modules["PyQt5.QtWidgets"].QApplication.instance():
+            sys.modules["PyQt5.QtWidgets"].QApplication.processEvents()
+
+    def topLevelWidgets(self):  # slicer.util.mainWindow(): there is none
+        return []
+
+    def moduleManager(self):
+        """ScriptedLoadableModuleWidget connects to its ``moduleAboutToBeUnloaded(QString)`` signal."""
+        if self._module_manager is None:
+            import qt
+            from PyQt5 import QtCore
+
+            manager_class = type(qt.QObject)("qSlicerModuleManager", (qt.QObject,), {
+                "_qtBase": None, "moduleAboutToBeUnloaded": QtCore.pyqtSignal(str)})
+            self._module_manager = manager_class()
+        return self._module_manager
 
     def setOverrideCursor(self, cursor):  # slicer.util.tryWithErrorDisplay(waitCursor=True); nothing is drawn
         pass
@@ -152,17 +188,21 @@ def _observe_subject_hierarchy(scene):
     return added, removed  # keep the callbacks alive
 
 
-def start(runtime_dir):
-    """Install the scene, the logics and the stand-ins on the real ``slicer`` package; returns slicer.app."""
-    install_qt_stubs()
+def start(runtime_dir, module_dir=None):
+    """Install the scene, the logics and the stand-ins on the real ``slicer`` package; returns slicer.app.
+    ``module_dir``: the folder of the scripted module (``slicer.modules.<name>.path``)."""
+    temporary_path = tempfile.mkdtemp(prefix="zsd-headless-slicer-")
+    atexit.register(shutil.rmtree, temporary_path, True)
+    real_qt = install_qt(os.path.join(temporary_path, "settings"))
     import slicer
     import vtk
 
     python_slicer = os.path.join(runtime_dir, "python-slicer")  # ScriptedLoadableModule, parameterNodeWrapper, i18n
     if python_slicer not in slicer.__path__:
         slicer.__path__.append(python_slicer)
-    slicer.__getattr__ = lambda attr: _dummy(attr) if attr.startswith("q") and attr[1:2].isupper() else \
-        (_ for _ in ()).throw(AttributeError(f"module 'slicer' has no attribute {attr!r}"))  # qMRML... widget classes
+    if not real_qt:
+        slicer.__getattr__ = lambda attr: _dummy(attr) if attr.startswith("q") and attr[1:2].isupper() else \
+            (_ for _ in ()).throw(AttributeError(f"module 'slicer' has no attribute {attr!r}"))  # qMRML... classes
 
     scene = slicer.vtkMRMLScene()
     app_logic = slicer.vtkSlicerApplicationLogic()
@@ -201,8 +241,12 @@ def start(runtime_dir):
     slicer.mrmlScene = scene
     slicer.modules = types.SimpleNamespace(**{name: types.SimpleNamespace(logic=lambda l=logic: l)
                                               for name, logic in logics.items()})
+    if module_dir:  # ScriptedLoadableModuleWidget.resourcePath reads slicer.modules.<name>.path
+        slicer.modules.zeroshotdiffusionseg = types.SimpleNamespace(
+            path=os.path.join(module_dir, "ZeroShotDiffusionSeg.py"))
     slicer.selfTests = {}
-    app = App(scene, app_logic, logics["volumes"])
+    app = App(scene, app_logic, logics["volumes"], temporary_path)
+    app.realQt = real_qt
     app.sliceLogics, app.logics = slice_logics, logics
     app.subjectHierarchyObservers = _observe_subject_hierarchy(scene)
     slicer.app = app

@@ -64,7 +64,7 @@ class Slider:
 def panel_view(logic):
     ui = SimpleNamespace(overlayComboBox=Combo(), overlayOpacitySlider=Slider(), thresholdSlider=Slider(),
                          **{name: mock.MagicMock(name=name) for name in (
-                             "lesionTable", "refineButton", "undoButton", "logTextEdit", "progressBar", "applyButton",
+                             "lesionTable", "refineButton", "keepButton", "undoButton", "logTextEdit", "progressBar", "applyButton",
                              "engineStatusLabel")})
     return RunView(ui, logic, logic.getParameterNode)
 

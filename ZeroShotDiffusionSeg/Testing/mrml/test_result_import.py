@@ -260,7 +260,8 @@ def test_a_failure_half_way_puts_the_scene_back(monkeypatch, healthy):
 
     monkeypatch.setattr(importer.ResultImporter, "show_overlay", fail)
     logic.poll()
-    with pytest.raises(RuntimeError, match="display failed"):
+    with pytest.raises(UserError, match=r"^The result could not be added to the scene \(display failed\); the scene "
+                                        r"is as it was\.$"):
         logic.loadResult(logic.poll()[0].files)
     assert scene_state() == before and names(node) == ["kept"]
     assert not slicer.mrmlScene.GetFirstNodeByName("CT pseudo-healthy")

@@ -45,7 +45,8 @@ class RecordingRunner(Runner):
 
 
 SLICER_BOUND = ("ZeroShotDiffusionSeg", "ZeroShotDiffusionSegLib.slicer.mrml", "ZeroShotDiffusionSegLib.slicer.importer",
-                "ZeroShotDiffusionSegLib.slicer.logic", "ZeroShotDiffusionSegLib.slicer.run_view")
+                "ZeroShotDiffusionSegLib.slicer.logic", "ZeroShotDiffusionSegLib.slicer.run_view",
+                "ZeroShotDiffusionSegLib.slicer.scene_state")
 
 
 @pytest.fixture
@@ -55,8 +56,10 @@ def module(monkeypatch, tmp_path):
                  "vtkMRMLSegmentationNode"):
         setattr(slicer, name, type(name, (), {}))
     slicer.vtkMRMLTransformNode = mock.MagicMock(name="vtkMRMLTransformNode")
+    slicer.vtkSegmentationConverter = mock.MagicMock(name="vtkSegmentationConverter")
     wrapper = types.ModuleType("slicer.parameterNodeWrapper")
     wrapper.parameterNodeWrapper = lambda cls: cls
+    wrapper.Choice = wrapper.WithinRange = lambda *args: ("validator", args)
     scripted = types.ModuleType("slicer.ScriptedLoadableModule")
 
     class ScriptedLoadableModule:
@@ -102,6 +105,7 @@ def volume_node(name="CT", dims=(40, 30, 20), components=1, class_name="vtkMRMLS
 def segmentation_node():
     node = mock.MagicMock(name="segmentation node")
     node.GetSegmentation.return_value.GetNumberOfSegments.return_value = 0
+    node.GetSegmentation.return_value.GetConversionParameter.return_value = ""  # no reference geometry of its own
     return node
 
 

@@ -93,13 +93,20 @@ def test_ui_bindings_match_the_parameter_node_wrapper():
             if prop.get("name") == "SlicerParameterName":
                 bound[prop.find("string").text] = widget.get("class")
     assert set(bound) == set(fields), f"bound but no field: {set(bound) - set(fields)}; field not bound: {set(fields) - set(bound)}"
-    # Widget classes the wrapper's GUI connectors pair with each type.
-    allowed = {"str": {"QLineEdit", "QComboBox"}, "bool": {"QCheckBox"}, "int": {"QSpinBox"},
-               "float": {"QDoubleSpinBox", "ctkSliderWidget"}}
+    # What Slicer's connectors (parameterNodeWrapper/guiConnectors.py) accept: a QComboBox only with a Choice
+    # annotation, and a number widget takes its range from WithinRange (without it, -inf..inf or +-2**31).
+    # Testing/mrml/test_panel_binding.py runs those connectors themselves on widgets built from the .ui.
+    allowed = {"str": {"QLineEdit"}, "bool": {"QCheckBox"}, "int": {"QSpinBox"}, "float": {"QDoubleSpinBox", "ctkSliderWidget"}}
     for name, cls in bound.items():
-        kind = fields[name]
-        expected = allowed.get(kind, {"qMRMLNodeComboBox"})
-        assert cls in expected, f"{name}: {cls} cannot be bound to {kind}"
+        annotation = fields[name]
+        base = re.sub(r"^Annotated\[(\w+),.*\]$", r"\1", annotation)
+        if cls == "QComboBox":
+            assert base == "str" and "Choice(" in annotation, f"{name}: a QComboBox needs Annotated[str, Choice([...])]"
+            continue
+        expected = allowed.get(base, {"qMRMLNodeComboBox"})
+        assert cls in expected, f"{name}: {cls} cannot be bound to {annotation}"
+        if base in ("int", "float"):
+            assert "WithinRange(" in annotation, f"{name}: without WithinRange the binding overwrites the .ui's range"
 
 
 def test_ui_node_selectors_get_the_scene():
@@ -123,7 +130,7 @@ def test_module_file_is_thin_and_python_3_12_clean():
         assert "ZeroShotDiffusionSeg" + suffix in classes
 
 
-SLICER_BOUND = {"mrml.py", "importer.py", "logic.py", "run_view.py"}  # in ZeroShotDiffusionSegLib/slicer/
+SLICER_BOUND = {"mrml.py", "importer.py", "logic.py", "run_view.py", "scene_state.py"}  # in ZeroShotDiffusionSegLib/slicer/
 
 
 def test_only_mrml_glue_imports_slicer_in_the_library():
@@ -162,6 +169,27 @@ def test_extension_metadata_agrees_across_cmake_s4ext_and_catalog():
     assert catalog["$schema"].endswith("slicer-extension-catalog-entry-schema-v1.0.1.json#")
     assert values["EXTENSION_ICONURL"].endswith("ZeroShotDiffusionSeg/Resources/Icons/ZeroShotDiffusionSeg.png")
     assert (REPO / "LICENSE").is_file()
+
+
+def test_screenshots_are_committed_listed_and_shown_and_the_description_is_short():
+    cmake = (REPO / "CMakeLists.txt").read_text()
+    values = dict(re.findall(r'set\((EXTENSION_\w+) "(.*?)"\)', cmake))
+    urls = values["EXTENSION_SCREENSHOTURLS"].split()
+    prefix = "https://raw.githubusercontent.com/ZeroShotDiffusionSeg/SlicerZeroShotDiffusionSeg/main/"
+    assert len(urls) == 3 and all(url.startswith(prefix + "Screenshots/") for url in urls)
+    readme = (REPO / "README.md").read_text()
+    for url in urls:
+        path = REPO / url[len(prefix):]
+        with Image.open(path) as shot:  # a real rendering: large, many colours
+            assert shot.format == "PNG" and shot.size[0] >= 800 and shot.size[1] >= 300
+            assert len(shot.convert("RGB").getcolors(maxcolors=1 << 20)) > 200
+        assert path.relative_to(REPO).as_posix() in readme.split("## Install")[0], f"{path.name} not at the README's top"
+    assert (REPO / "scripts" / "make_screenshots.py").is_file()
+    assert "renderings of results, not of the panel" in readme.split("## Install")[0]
+    sentences = [s for s in re.split(r"(?<=[.;:])\s+(?=[A-Z])", values["EXTENSION_DESCRIPTION"]) if s]
+    assert 1 <= len(sentences) <= 2 and len(values["EXTENSION_DESCRIPTION"]) <= 400
+    licence = (REPO / "LICENSE").read_text().splitlines()[0]  # "MIT License"
+    assert re.search(rf"code[^.\n]*{licence.split()[0]}", readme), "the README names the code's licence"
 
 
 def test_icon_is_a_128_pixel_png():

@@ -136,3 +136,15 @@ def geometries_match(a: Geometry, b: Geometry, tolerance: float = 1e-4) -> bool:
         and np.allclose(a.spacing, b.spacing, rtol=tolerance, atol=0)
         and np.allclose(a.direction_matrix(), b.direction_matrix(), atol=tolerance)
     )
+
+
+def lattices_aligned(reference, grid, tolerance: float = 1e-3) -> bool:
+    """Whether every voxel centre of ``grid`` is a voxel centre of ``reference``: the same axes and spacing, and
+    an origin a whole number of voxels away. Both are 4x4 image-to-world matrices in one frame; the tolerance
+    is a fraction of a voxel."""
+    reference, grid = np.asarray(reference, float), np.asarray(grid, float)
+    to_reference_voxels = np.linalg.inv(reference) @ grid  # grid index -> reference index
+    if not np.allclose(to_reference_voxels[:3, :3], np.eye(3), atol=tolerance):
+        return False
+    offset = to_reference_voxels[:3, 3]
+    return bool(np.allclose(offset, np.round(offset), atol=tolerance))

@@ -10,6 +10,12 @@ whose ``load(files)`` brings a finished job into the scene). A run is: checks, `
 A prompt run whose only change from the last loaded one is the prompt (same volume, voxels unchanged,
 same engine and settings) is sent as ``runner.rescore(lastJob, ...)``: the worker scores it from the
 query cache of that volume's pass instead of running the model again.
+
+Successive results: a new result on the same volume and segmentation *replaces* the last one (its
+segments and volumes go, undo goes back to before it), as a new prompt replaces the last in a search
+box, unless the user kept that one (``keepResult``) or edited its segmentation since; then the new one
+comes beside it, its volumes named '<volume> score 2' and so on. ``results`` lists the results in the
+scene, oldest first; ``undoResult`` undoes the newest (an older one refuses while newer ones remain).
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic
 
 from ..errors import UserError
 from . import mrml, panel, setup_state
-from .importer import ResultImporter
+from .importer import ResultImporter, one_line
 
 MODULE_DIR = str(Path(__file__).resolve().parents[2])  # the folder of ZeroShotDiffusionSeg.py and the library
 SETTINGS_PREFIX = "ZeroShotDiffusionSeg/"
@@ -45,13 +51,20 @@ class ZeroShotDiffusionSegLogic(ScriptedLoadableModuleLogic):
         ScriptedLoadableModuleLogic.__init__(self)
         self.runnerFactory = runnerFactory or (lambda s: panel.create_runner(s, pythonExecutable(), [MODULE_DIR]))
         self.importerFactory = importerFactory
-        self.runner, self.runnerKey, self.pending, self.result, self.workDir, self.jobId = (None,) * 6
+        self.runner, self.runnerKey, self.pending, self.workDir, self.jobId = (None,) * 5
         self.submitted = self.lastRun = None  # (job handle, runKey, (prompt, normal prompt)) of a prompt run
+        self.results = []  # ResultImporters in the scene, oldest first
+        self.replaced = None  # the result the last load replaced, if it did
         self.uploadConsent = set()  # server URLs the user agreed to send volumes to, this session
 
     @property
     def busy(self):
         return self.runner is not None and self.runner.busy
+
+    @property
+    def result(self):
+        """The newest result in the scene (what the panel's Results section shows), or None."""
+        return self.results[-1] if self.results else None
 
     def settingsFrom(self, p, token=""):
         seeds = []
@@ -98,6 +111,7 @@ class ZeroShotDiffusionSegLogic(ScriptedLoadableModuleLogic):
         mrml.check_output_segmentation(p.outputSegmentation)
         if p.outputSegmentation:
             mrml.ijk_to_segmentation_matrix(p.inputVolume, p.outputSegmentation)  # refuses non-linear transforms now
+            mrml.check_segmentation_geometry(p.inputVolume, p.outputSegmentation)
         runner = self.runnerFor(settings)
         rescore = self.canRescore(p.inputVolume, runner, request)
         inputPath = None if rescore else self.exportVolume(p.inputVolume)
@@ -167,11 +181,32 @@ class ZeroShotDiffusionSegLogic(ScriptedLoadableModuleLogic):
         return self.runner.poll() if self.runner else []
 
     def loadResult(self, files):
-        """Bring the finished job into the scene; on any error the scene is left as it was."""
-        self.lastRun = None
-        self.result = self.pending.load(files)
+        """Bring the finished job into the scene, replacing the last result where it should (module docstring).
+        On any error the scene is left as it was and the error is one UserError line."""
+        self.lastRun, importer, previous = None, self.pending, self.result
+        replace = (previous is not None and not previous.kept and previous.volume is importer.volume
+                   and previous.segmentation_node is importer.segmentation_node and not previous.changes_since_import())
+        try:
+            importer.load(files, replacing=previous if replace else None)
+        except UserError:
+            raise
+        except Exception as error:  # raised before the scene changed (e.g. a file list without a path)
+            raise UserError(f"The result could not be loaded ({one_line(error)}); the scene is as it was.") from error
+        importer.history = self.results
+        self.results.append(importer)
+        self.replaced = previous if replace else None
         self.lastRun = self.submitted  # only a loaded result can be re-scored
-        return self.result
+        return importer
+
+    def keepResult(self):
+        """Keep the newest result: the next one is added beside it instead of replacing it."""
+        if self.result:
+            self.result.kept = True
+
+    def undoResult(self, discardEdits=False):
+        """Undo the newest result (``ResultImporter.undo``); the one before it becomes the newest."""
+        if self.result:
+            self.result.undo(discardEdits=discardEdits)
 
     def cacheNote(self, files):
         """'re-scored from cache in 0.4 s' when the engine answered from its query cache (provenance), else None.

@@ -1,7 +1,7 @@
 """MRML helpers of the panel: engine setup hooks, input/output checks, the volume's grid.
 
-One of the few files of this package that import ``slicer`` (with ``importer``, ``logic`` and
-``run_view``). Everything here applies decisions made elsewhere: the setup order comes from
+One of the few files of this package that import ``slicer`` (with ``importer``, ``logic``, ``run_view``
+and ``scene_state``). Everything here applies decisions made elsewhere: the setup order comes from
 ``setup_state``, geometry conversions from ``geometry``, wording from ``messages``.
 """
 
@@ -76,6 +76,30 @@ def check_output_segmentation(node):
         raise UserError(f"The output segmentation '{node.GetName()}' stores its segments as '{source}' (e.g. loaded "
                         "from a model file): choose another or a new output segmentation, or make 'Binary labelmap' "
                         "its source representation in the Segmentations module.")
+
+
+def _rows(matrix):
+    return [[matrix.GetElement(r, c) for c in range(4)] for r in range(4)]
+
+
+def check_segmentation_geometry(volume, segmentation_node):
+    """Refuse a segmentation whose own reference geometry (e.g. loaded from a .seg.nrrd) the input's voxels do
+    not lie on: the result would have to be resampled, or that geometry overwritten. Neither is done."""
+    from .geometry import lattices_aligned
+
+    if not segmentation_node:
+        return
+    text = segmentation_node.GetSegmentation().GetConversionParameter(
+        slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName())
+    if not text:
+        return
+    reference, matrix = slicer.vtkOrientedImageData(), vtk.vtkMatrix4x4()
+    slicer.vtkSegmentationConverter.DeserializeImageGeometry(text, reference)
+    reference.GetImageToWorldMatrix(matrix)
+    if not lattices_aligned(_rows(matrix), _rows(ijk_to_segmentation_matrix(volume, segmentation_node))):
+        raise UserError(f"The output segmentation '{segmentation_node.GetName()}' has its own geometry, whose voxels "
+                        "do not line up with the input volume's: choose a new output segmentation, or set its "
+                        "geometry from the input volume (Segmentations module, Specify geometry).")
 
 
 def ijk_to_segmentation_matrix(volume, segmentation_node):

@@ -2,14 +2,19 @@
 
 The Slicer widget copies its parameter node into ``PanelSettings``; everything that
 decides something (validation, choice of runner, keeping a warm runner) happens here.
+The panel's defaults are the request dataclasses' (``SegmentationParams``, ``VolumeRequest``);
+``RANGES`` are what its number widgets offer: the request's own range, narrowed where the
+full one is of no use in a spin box. The module's parameter node takes both from here.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import List, Optional, Sequence, Tuple
 
 from ..engine.healthy_params import PseudoHealthyParams
+from ..checked_fields import Bounds
 from ..engine.types import SegmentationParams
 from ..errors import UserError
 from ..volume import healthy
@@ -21,22 +26,39 @@ from .terminology import normalize_prompt
 MODES = {"Text prompt": "prompt", "Seed points": "seed", "Unsupervised regions": "unsupervised"}
 AXES = {"Auto (closest to axial)": "auto", "I (sagittal-like)": "i", "J (coronal-like)": "j", "K (axial-like)": "k"}
 DEVICES = {"Auto (GPU if available)": "auto", "GPU (CUDA)": "cuda", "CPU": "cpu"}
+AUTO_BATCH_SIZE = 0  # the batch size spin box's minimum, shown as "Auto": chosen from free memory (None in the request)
+
+
+def request_range(cls, name: str) -> Tuple[Optional[float], Optional[float]]:
+    """(low, high) that request dataclass ``cls`` declares for field ``name`` (``checked_fields.bounded``)."""
+    field_ = next(f for f in dataclasses.fields(cls) if f.name == name)
+    bounds = next(v for v in field_.metadata.values() if isinstance(v, Bounds))
+    return bounds.low, bounds.high
+
+
+RANGES = {  # PanelSettings field -> (minimum, maximum) of its widget
+    "kl_threshold": (0.05, 5.0),  # the request allows (0, 100]; outside this DiffSeg merges all or nothing
+    "timestep": request_range(SegmentationParams, "timestep"),
+    "selection_threshold": request_range(SegmentationParams, "selection_threshold"),
+    "batch_size": (AUTO_BATCH_SIZE, 64),  # the request allows 256 slices; 64 already fills a large GPU
+    "min_volume_mm3": (request_range(VolumeRequest, "min_volume_mm3")[0], 100000.0),  # 100 ml
+}
 
 
 @dataclass
 class PanelSettings:
-    mode: str = "prompt"
+    mode: str = "prompt"  # the panel has no "auto" mode: its modes are chosen from MODES
     prompt: str = ""
     seeds_ras: List[Tuple[float, float, float]] = field(default_factory=list)
     roi_bounds_ras: Optional[Sequence[float]] = None  # xmin, xmax, ymin, ymax, zmin, zmax
-    kl_threshold: float = 1.1
-    timestep: int = 300
-    selection_threshold: float = 0.5
-    axis: str = "auto"
-    batch_size: int = 0  # 0: chosen from free memory
-    min_volume_mm3: float = 0.0
-    per_lesion: bool = True
-    pseudo_healthy: bool = False  # repaint each candidate toward the normal prompt and refine it from the residual
+    kl_threshold: float = SegmentationParams.kl_threshold
+    timestep: int = SegmentationParams.timestep
+    selection_threshold: float = SegmentationParams.selection_threshold
+    axis: str = VolumeRequest.axis
+    batch_size: int = AUTO_BATCH_SIZE if VolumeRequest.batch_size is None else VolumeRequest.batch_size
+    min_volume_mm3: float = VolumeRequest.min_volume_mm3
+    per_lesion: bool = not VolumeRequest.binary
+    pseudo_healthy: bool = VolumeRequest.pseudo_healthy is not None  # repaint each candidate toward the normal prompt
     device: str = "auto"
     model: str = DEFAULT_MODEL
     server_url: str = ""  # empty: the local worker
@@ -45,6 +67,11 @@ class PanelSettings:
     @property
     def local_engine(self) -> bool:
         return not self.server_url.strip()
+
+
+def option_text(table: dict, value: str) -> str:
+    """Request value -> combo text (the inverse of ``option_value``)."""
+    return next(text for text, known in table.items() if known == value)
 
 
 def option_value(table: dict, text: str) -> str:

@@ -11,7 +11,9 @@ from __future__ import annotations
 import qt
 import slicer
 
+from ..errors import UserError
 from . import panel, setup_state
+from .importer import EditedResultError
 from .messages import explain, no_gpu_message, worker_crash_message
 from .results import DEFAULT_OPACITY, TABLE_HEADERS, default_overlay, overlay_choices, table_cells
 
@@ -26,21 +28,33 @@ class RunView:
     def setupWidgets(self, presets):
         self.presets = presets
         self.ui.engineStatusLabel.text = f"not started ({setup_state.installed_summary()})"
-        self.ui.modeComboBox.addItems(list(panel.MODES))
-        self.ui.sliceAxisComboBox.addItems(list(panel.AXES))
-        self.ui.deviceComboBox.addItems(list(panel.DEVICES))
         self.ui.presetComboBox.addItems(["Presets..."] + [p.label for p in presets])
         self.ui.lesionTable.setColumnCount(len(TABLE_HEADERS))
         self.ui.lesionTable.setHorizontalHeaderLabels(TABLE_HEADERS)
 
     def connectResultWidgets(self):
-        """The Results section's signals: threshold, overlay and its opacity, lesion table, editor, undo."""
+        """The Results section's signals: threshold, overlay and its opacity, lesion table, editor, keep, undo."""
         self.ui.thresholdSlider.valueChanged.connect(self.onThresholdChanged)
         self.ui.overlayComboBox.connect("currentIndexChanged(int)", self.onOverlayChanged)  # not the QString overload
         self.ui.overlayOpacitySlider.valueChanged.connect(self.onOverlayChanged)
         self.ui.lesionTable.cellClicked.connect(self.onLesionClicked)
         self.ui.refineButton.clicked.connect(self.onRefine)
+        self.ui.keepButton.clicked.connect(self.onKeep)
         self.ui.undoButton.clicked.connect(self.onUndo)
+
+    def onApply(self, requirementsPath):
+        """Segment tumor: set up the engine on first use, then start a run; Cancel while one runs."""
+        if self.logic.busy:
+            self.logic.cancel()
+            return
+        with slicer.util.tryWithErrorDisplay("Cannot start the segmentation.", waitCursor=True):
+            settings = self.logic.settingsFrom(self.parameterNode(), self.ui.serverTokenLineEdit.text)
+            if not self.logic.setupEngine(settings, requirementsPath):
+                return
+            self.ui.progressBar.value = 0
+            self.logic.start(self.parameterNode(), settings)
+            self.log(f"Started: {settings.mode}, engine {self.logic.runner.describe()}")
+            self.setRunning(True)
 
     def onPresetChosen(self, index):
         if index > 0:
@@ -92,17 +106,23 @@ class RunView:
 
     def onFinished(self, event):
         if event.kind == "done":
-            with slicer.util.tryWithErrorDisplay("Could not load the result.", waitCursor=True):
-                for line in event.messages:
-                    self.log(line)
-                self.logic.loadResult(event.files)
-                if self.logic.result and self.logic.result.session.threshold_note:
-                    self.log(self.logic.result.session.threshold_note)  # once per result: the slider is off
-                note = self.logic.cacheNote(event.files)
-                if note:
-                    self.log(note)
-                    self.ui.engineStatusLabel.text = f"{self.logic.runner.describe()}; {note}"
-                self.updateResults(resetSlider=True)
+            for line in event.messages:
+                self.log(line)
+            try:
+                result = self.logic.loadResult(event.files)
+            except UserError as error:  # one line in the panel's words; the scene is as it was
+                self.log(f"Could not load the result: {error}")
+                slicer.util.errorDisplay(str(error), windowTitle="Could not load the result")
+                return
+            if self.logic.replaced is not None:
+                self.log("The new result replaces the previous one (Keep result keeps a result when you run again).")
+            if result.session.threshold_note:
+                self.log(result.session.threshold_note)  # once per result: the slider is off
+            note = self.logic.cacheNote(event.files)
+            if note:
+                self.log(note)
+                self.ui.engineStatusLabel.text = f"{self.logic.runner.describe()}; {note}"
+            self.updateResults(resetSlider=True)
             return
         if event.kind == "cancelled":
             self.log("Cancelled.")
@@ -127,6 +147,7 @@ class RunView:
                 self.ui.lesionTable.setItem(row, column, qt.QTableWidgetItem(text))
         for button in (self.ui.refineButton, self.ui.undoButton):
             button.enabled = view is not None
+        self.ui.keepButton.enabled = view is not None and not result.kept
         if resetSlider or not result:
             self.listOverlays(result)
 
@@ -144,8 +165,8 @@ class RunView:
         combo.enabled = slider.enabled = bool(result)
 
     def forgetResult(self):
-        """After the scene was closed: the result's nodes are gone."""
-        self.logic.result = None
+        """After the scene was closed: the results' nodes are gone."""
+        self.logic.results.clear()
         self.updateResults()
 
     def onThresholdChanged(self, value):
@@ -165,7 +186,18 @@ class RunView:
         if self.logic.result:
             self.logic.result.open_in_segment_editor()
 
-    def onUndo(self):
-        if self.logic.result:
-            self.logic.result.undo()
+    def onKeep(self):
+        self.logic.keepResult()
+        self.log("Kept: the next result is added beside this one.")
         self.updateResults()
+
+    def onUndo(self):
+        """Undo the newest result; when its segmentation was edited since, only after the user agrees."""
+        try:
+            self.logic.undoResult()
+        except EditedResultError as edited:
+            if slicer.util.confirmOkCancelDisplay(f"{edited} Undo anyway?", windowTitle="Undo last result"):
+                self.logic.undoResult(discardEdits=True)
+        except UserError as error:
+            slicer.util.errorDisplay(str(error), windowTitle="Undo last result")
+        self.updateResults(resetSlider=True)
