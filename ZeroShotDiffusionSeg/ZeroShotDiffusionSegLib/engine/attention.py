@@ -4,7 +4,7 @@ and keeping the cross-attention layers' queries, so that prompts can be applied 
 (``prompt_maps``).
 
 Stock processors (SDPA, xformers) never materialise the probabilities, so capture needs an
-explicit softmax (algorithms.md §1.6.1). Probabilities are computed in blocks of query rows and
+explicit softmax (docs/algorithms.md#attention-capture). Probabilities are computed in blocks of query rows and
 their head-mean is added in place to one fp32 sum per resolution: holding every head of a 64x64
 layer would cost 8 x 4096² x 4 B = 537 MB per image, and writing it out to memory and reading it
 back per head would cost more time than the matrix products themselves.

@@ -2,7 +2,7 @@
 CLI, the volume pipeline, the worker and the server.
 
 Defaults are starting points chosen for a CPU-tolerable cost, not tuned on data (there are no
-released DiffuGTS settings to copy; algorithms.md section 3.2):
+released DiffuGTS settings to copy; docs/algorithms.md#pseudo-healthy-refinement):
 
 - ``dilation_mm`` 5: the candidate is grown by 5 mm (pixels for a 2-D image, which has no spacing)
   so the repainted region holds the whole lesion and a rim of healthy tissue to continue.

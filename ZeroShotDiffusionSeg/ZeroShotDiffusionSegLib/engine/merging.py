@@ -1,8 +1,8 @@
 """Self-attention aggregation and iterative KL merging with the reference semantics of
-google/diffseg @ 77ea596 (``segmentor.py``), as pinned down in algorithms.md §1.3-1.4.
+google/diffseg @ 77ea596 (``segmentor.py``), as pinned down in docs/algorithms.md#attention-merging.
 
 Deliberate differences from the reference, all numerical: the KL is evaluated in fp32
-with an epsilon (the reference uses fp16, which underflows, §1.6.4), iteration 1 is two
+with an epsilon (the reference uses fp16, which underflows), iteration 1 is two
 matrix products instead of a 4-D broadcast, and the final label ids are made contiguous.
 """
 

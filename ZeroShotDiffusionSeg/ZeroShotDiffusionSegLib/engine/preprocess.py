@@ -1,5 +1,5 @@
 """Image <-> model-input geometry: pad to square (never crop: a crop can cut a lesion off,
-algorithms.md §1.6.5), resize to the model's resolution, and the exact inverse.
+docs/algorithms.md#preprocessing), resize to the model's resolution, and the exact inverse.
 
 Both directions use half-pixel-centre sampling (``nearest-exact`` for labels, bilinear with
 ``align_corners=False`` for maps), so they are each other's inverse up to resampling.

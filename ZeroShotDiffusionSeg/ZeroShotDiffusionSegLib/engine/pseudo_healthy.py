@@ -1,6 +1,6 @@
 """Pseudo-healthy counterfactual: repaint a region of each image with the loaded SD backbone, guided
 toward a normal-tissue prompt, keeping everything outside the region (DiffuGTS's second stage,
-training-free; algorithms.md section 3.2 step 6).
+training-free; docs/algorithms.md#pseudo-healthy-refinement).
 
 The loop is diffusers' ``StableDiffusionInpaintPipeline`` run on the backbone's own modules (no
 copy of any weight) with a 4-channel UNet, which is exactly RePaint-style blending: the clean

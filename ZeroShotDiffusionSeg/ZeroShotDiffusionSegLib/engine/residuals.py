@@ -1,6 +1,6 @@
 """Residuals between an image and its pseudo-healthy counterfactual, and the refined lesion mask.
 
-Rule (also in the README), per image, inside the repaint region R = candidate grown by ``dilation_mm``:
+Rule (docs/algorithms.md#pseudo-healthy-refinement), per image, in the region R = candidate grown by ``dilation_mm``:
 1. Pixel residual: |input - healthy| (grey mean for colour), both in the [0, 1] window the model saw,
    divided by its 99th percentile inside R and clipped to [0, 1] (a percentile, not the maximum, so
    one odd pixel does not flatten the rest); a map whose largest change is under one grey level

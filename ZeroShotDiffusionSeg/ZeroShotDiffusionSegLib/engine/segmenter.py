@@ -72,7 +72,7 @@ class DiffusionSegmenter:
             pixels = torch.stack([fit.to_model(image) for fit, image in zip(fits, images)])
             pixels = pixels.to(self.device, self.backbone.dtype)
         with self._timed("vae"), torch.inference_mode():
-            # Posterior mean, no sampling: the reference latent (algorithms.md §1.1).
+            # Posterior mean, no sampling: the reference latent (docs/algorithms.md#the-diffusion-pass).
             latents = self.backbone.vae.encode(pixels).latent_dist.mean * self.backbone.vae.config.scaling_factor
         timestep = torch.tensor([params.timestep], device=self.device)
         if params.noise_seed is not None:

@@ -1,9 +1,9 @@
 """Choosing the foreground among the unsupervised segments: by text prompt or by seed points.
 
-Prompt rule (documented in README, tested in test_engine_selection.py):
+Prompt rule (documented in docs/algorithms.md#selecting-regions, tested in test_engine_selection.py):
 1. Prompt map P(x): cross-attention probability of the prompt's content tokens (no BOS/EOS/padding),
    averaged over heads and layers, each resolution upsampled bilinearly to the label map's size and
-   averaged with equal weights (DiffSeg §1.5), then averaged over the content tokens. The probabilities
+   averaged with equal weights (DiffSeg's semantic labelling), then averaged over the content tokens. The probabilities
    come from the unconditional pass's queries and the prompt's keys (prompt_maps.py).
 2. Segment score s_k = mean of P -- or, with a normal prompt, of the anomaly score (anomaly.py) -- over
    the segment's pixels that come from the image (not padding).

@@ -15,7 +15,7 @@ PixelSeed = Tuple[int, int]  # (x = column, y = row) in the input image's pixels
 
 @dataclass(frozen=True)
 class SegmentationParams:
-    """Every knob of one segmentation. Defaults are the DiffSeg reference (algorithms.md §4.1).
+    """Every knob of one segmentation. Defaults are the DiffSeg reference (docs/algorithms.md#defaults).
 
     Each number declares its allowed range with ``bounded(default, low, high, flag=...)``;
     ``check_fields`` enforces them (types, NaN/inf, range) when the object is built, so the

@@ -1,6 +1,6 @@
 """The partition's ceiling: the best an ideal selector could pick from the engine's segments,
 with the ground truth as oracle. This is what DiffSeg's Hungarian evaluation measures
-(algorithms.md §1.6.6) and is NOT what a deployed selection rule achieves; reports show both.
+(docs/algorithms.md#evaluation-against-ground-truth); NOT what a deployed selection rule achieves; reports show both.
 
 * ``hungarian_segment``: one segment per ground-truth class, classes {background, lesion},
   assigned to maximise the summed IoU (scipy's linear_sum_assignment, DiffSeg/PiCIE protocol);

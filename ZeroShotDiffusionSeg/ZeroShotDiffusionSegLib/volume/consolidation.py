@@ -1,6 +1,6 @@
 """Per-slice results -> numbered 3-D lesions, and the lesion table.
 
-Rules (also in the README):
+Rules (also in docs/algorithms.md#consolidation-in-3-d):
 - Prompt mode: a voxel is selected when its volume-normalised score (raw segment score / the
   highest raw score anywhere in the volume) is >= the selection threshold; lesions are the 3-D
   connected components (face-connected) of the selected voxels, so every lesion's mean score

@@ -2,7 +2,7 @@
 
 The diffusion model was trained on photographs, so what it "sees" is what a radiologist would see
 on screen: a CT slice through a display window (the organ table, Resources/Presets/organs.json), or an
-MR slice stretched between the volume's 1st and 99th percentile (algorithms.md section 4.3).
+MR slice stretched between the volume's 1st and 99th percentile (docs/algorithms.md#ct-windows).
 """
 
 from __future__ import annotations
